@@ -1,0 +1,85 @@
+// Custos policy: who may do what with which keys. Pure logic: no sockets, no
+// HSM, no files. A Policy that exists is valid (validating factory).
+//
+// Default deny: a request is allowed only when some key rule bound to one of
+// the principal's roles allows the operation on that key, its usage and the
+// algorithm. Every decision names the rule that decided it.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <variant>
+#include <vector>
+
+namespace custos::policy {
+
+struct ParseError {
+  int line = 0;    // 1-based; 0 when the error is not tied to a position
+  int column = 0;  // 1-based
+  std::string message;
+  // "policy.txtpb:12:5: unknown field \"rolez\"" style.
+  std::string ToString(std::string_view file_name = "policy") const;
+};
+
+enum class Operation {
+  kSign,    // sign or sign-batch with a key
+  kCreate,  // create (generate) a key
+  kRead,    // list keys, show a key, fetch its public key
+};
+std::string_view OperationName(Operation op);
+
+// What is being asked, with everything already parsed and authenticated.
+struct KeyRequest {
+  std::string principal;  // from the client certificate
+  Operation operation = Operation::kRead;
+  std::string key_name;   // without "@version"
+  std::string key_usage;  // "code-signing", "ca", ...
+  // For kSign: the signing algorithm ("ecdsa-p256-sha256"); for kCreate: the
+  // key type ("ec-p256"); empty for kRead.
+  std::string algorithm;
+};
+
+struct Decision {
+  bool allowed = false;
+  // The rule that allowed, or that refused; "default-deny" when none matched.
+  std::string rule;
+  // One line for the operator: why.
+  std::string reason;
+};
+
+class Policy {
+ public:
+  // Parses Protobuf text format (schema: policy/proto/custos/policy/v1/policy.proto)
+  // and validates references (bindings name existing roles, patterns are
+  // well-formed, algorithm and usage names are known).
+  static std::variant<Policy, ParseError> Parse(std::string_view text);
+
+  Decision Check(const KeyRequest& request) const;
+  // The roles bound to a principal, for logs and `custos policy show`.
+  std::vector<std::string> RolesOf(std::string_view principal) const;
+  // The policy's own version number (from the file).
+  std::uint64_t version() const;
+
+  Policy(Policy&&) noexcept;
+  Policy& operator=(Policy&&) noexcept;
+  ~Policy();
+
+ private:
+  struct Impl;
+  explicit Policy(std::unique_ptr<Impl> impl);
+  std::unique_ptr<Impl> impl_;
+};
+
+// Glob match for principal and key-name patterns: '*' matches any run of
+// characters (also empty), '?' one character; everything else literally.
+bool GlobMatch(std::string_view pattern, std::string_view text);
+
+// The principal of brief §4: the first URI SAN, else the first DNS SAN, else
+// the subject CN; empty if none of them is present.
+std::string PrincipalFromIdentity(const std::vector<std::string>& uri_sans,
+                                  const std::vector<std::string>& dns_sans,
+                                  std::string_view common_name);
+
+}  // namespace custos::policy
