@@ -1,0 +1,58 @@
+#!/usr/bin/env bash
+# Installs what is missing, builds, and runs every test:
+#   1. the normal build: unit, integration (real custosd + real SoftHSM) and
+#      interop tests (openssl, pkcs11-tool as verifiers), fuzz regression replays;
+#   2. the same tests built with AddressSanitizer + UndefinedBehaviorSanitizer;
+#   3. libFuzzer targets (clang), each run briefly;
+#   4. a clang-format check.
+# Environment: CUSTOS_TEST_SKIP_ASAN=1 / CUSTOS_TEST_SKIP_FUZZ=1 skip stages
+# (for quick local runs; CI runs everything). FUZZ_SECONDS (default 20).
+set -euo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+JOBS="$(nproc)"
+START=$(date +%s)
+stage() { echo; echo "=== test.sh: $* ($(( $(date +%s) - START ))s) ==="; }
+
+stage "installing dependencies"
+scripts/install-deps.sh
+
+stage "format check"
+mapfile -t SOURCES < <(git ls-files '*.cc' '*.h' 2>/dev/null || find client pkcs11 policy service tools tests -name '*.cc' -o -name '*.h')
+if [ ${#SOURCES[@]} -gt 0 ]; then
+  clang-format --dry-run --Werror "${SOURCES[@]}"
+fi
+
+stage "build (RelWithDebInfo)"
+scripts/build.sh "$ROOT/build"
+stage "tests (RelWithDebInfo)"
+(cd build && ctest --output-on-failure -j "$JOBS" --timeout 300)
+
+if [ "${CUSTOS_TEST_SKIP_ASAN:-0}" != "1" ]; then
+  stage "build (ASan+UBSan)"
+  scripts/build.sh "$ROOT/build-asan" -DCUSTOS_SANITIZE=ON -DCMAKE_BUILD_TYPE=Debug
+  stage "tests (ASan+UBSan)"
+  export ASAN_OPTIONS="detect_leaks=1:abort_on_error=1:strict_string_checks=1"
+  export LSAN_OPTIONS="suppressions=$ROOT/tests/lsan.supp:print_suppressions=0"
+  export UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1"
+  (cd build-asan && ctest --output-on-failure -j "$JOBS" --timeout 600)
+fi
+
+if [ "${CUSTOS_TEST_SKIP_FUZZ:-0}" != "1" ]; then
+  stage "build (libFuzzer, clang)"
+  scripts/build.sh "$ROOT/build-fuzz" -DCUSTOS_FUZZ=ON -DCMAKE_BUILD_TYPE=Debug \
+    -DCMAKE_C_COMPILER=clang -DCMAKE_CXX_COMPILER=clang++
+  stage "fuzzing (${FUZZ_SECONDS:-20}s per target)"
+  for fuzzer in build-fuzz/bin/*_fuzz; do
+    [ -x "$fuzzer" ] || continue
+    name="$(basename "$fuzzer")"
+    corpus="$(mktemp -d)"
+    seeds="tests/fuzz/corpus/${name%_fuzz}"
+    [ -d "$seeds" ] && cp -r "$seeds"/. "$corpus"/
+    echo "fuzz: $name"
+    "$fuzzer" -max_total_time="${FUZZ_SECONDS:-20}" -print_final_stats=1 "$corpus" 2>&1 | tail -n 5
+    rm -rf "$corpus"
+  done
+fi
+
+stage "all tests passed"

@@ -1,0 +1,334 @@
+// custos-init: bootstrap a Custos deployment.
+//
+//   custos-init dev --dir DIR [--port N] [--module PATH]
+//
+// makes a complete local deployment for development, demos and tests: a
+// SoftHSM token under DIR, a dev PKI for mutual TLS, officer key pairs, a
+// least-privilege starter policy, DIR/custosd.conf and one client config per
+// client and officer. It refuses to touch a DIR that already has content.
+#include <fcntl.h>
+#include <openssl/rand.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <boost/program_options.hpp>
+#include <cerrno>
+#include <cstring>
+#include <filesystem>
+#include <iostream>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "custos/pkcs11/secret.h"
+#include "custos/pkcs11/token.h"
+#include "dev_pki.h"
+
+namespace fs = std::filesystem;
+namespace po = boost::program_options;
+
+namespace custos::init {
+namespace {
+
+constexpr char kDefaultModule[] = "/usr/lib/softhsm/libsofthsm2.so";
+constexpr char kTokenLabel[] = "custos-dev";
+constexpr char kTrustDomain[] = "spiffe://dev.custos.test";
+
+// Writes a new file with the given mode; never overwrites.
+void WriteNewFile(const fs::path& path, const std::string& content, mode_t mode) {
+  int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, mode);
+  if (fd < 0) {
+    throw std::runtime_error("cannot create " + path.string() + ": " + std::strerror(errno));
+  }
+  std::size_t done = 0;
+  while (done < content.size()) {
+    ssize_t n = ::write(fd, content.data() + done, content.size() - done);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      int err = errno;
+      ::close(fd);
+      throw std::runtime_error("cannot write " + path.string() + ": " + std::strerror(err));
+    }
+    done += static_cast<std::size_t>(n);
+  }
+  if (::fsync(fd) != 0 || ::close(fd) != 0) {
+    throw std::runtime_error("cannot write " + path.string() + ": " + std::strerror(errno));
+  }
+}
+
+void MakeDir(const fs::path& path) {
+  if (::mkdir(path.c_str(), 0700) != 0 && errno != EEXIST) {
+    throw std::runtime_error("cannot create directory " + path.string() + ": " +
+                             std::strerror(errno));
+  }
+}
+
+// A PIN of 32 hex characters from the CSPRNG, held only in SecretBytes.
+pkcs11::SecretBytes RandomPin() {
+  unsigned char raw[16];
+  if (RAND_bytes(raw, sizeof raw) != 1) throw std::runtime_error("RAND_bytes failed");
+  static constexpr char kHex[] = "0123456789abcdef";
+  char text[32];
+  for (std::size_t i = 0; i < sizeof raw; ++i) {
+    text[2 * i] = kHex[raw[i] >> 4];
+    text[2 * i + 1] = kHex[raw[i] & 0xf];
+  }
+  pkcs11::SecretBytes pin(std::string_view(text, sizeof text));
+  OPENSSL_cleanse(raw, sizeof raw);
+  OPENSSL_cleanse(text, sizeof text);
+  return pin;
+}
+
+std::string PinText(const pkcs11::SecretBytes& pin) {
+  return std::string(reinterpret_cast<const char*>(pin.data()), pin.size());
+}
+
+std::string StarterPolicy() {
+  std::string td = kTrustDomain;
+  return R"(# Custos starter policy written by custos-init dev. Schema: docs/policy.md.
+# Least privilege: admin manages keys, builder signs with code-signing keys,
+# issuer gets nothing yet (CA profiles come later), officers nothing until
+# quorum exists. Anything not allowed here is denied.
+version: 1
+
+role { name: "admin" description: "Key administrators" }
+role { name: "builder" description: "Build pipelines that sign artifacts" }
+role { name: "issuer" description: "Certificate issuers (CA profiles come later)" }
+
+binding { principal: ")" +
+         td + R"(/admin" roles: "admin" }
+binding { principal: ")" +
+         td + R"(/builder" roles: "builder" }
+binding { principal: ")" +
+         td + R"(/issuer" roles: "issuer" }
+
+key_rule {
+  name: "admins-manage-keys"
+  roles: "admin"
+  operations: [CREATE, READ]
+  keys: "*"
+  usages: "*"
+  algorithms: "*"
+}
+
+key_rule {
+  name: "builders-sign-code"
+  roles: "builder"
+  operations: [SIGN, READ]
+  keys: "*"
+  usages: "code-signing"
+  algorithms: "*"
+}
+)";
+}
+
+struct Layout {
+  fs::path dir;
+  int port = 7443;
+  std::string module;
+};
+
+std::string DaemonConfig(const Layout& l) {
+  const std::string d = l.dir.string();
+  return "# custosd configuration written by custos-init dev. Every key is also a flag:\n"
+         "# custosd --config " +
+         d + "/custosd.conf --limits.max-connections 100\n\n" +
+         "[server]\n"
+         "listen = 127.0.0.1:" +
+         std::to_string(l.port) +
+         "\n"
+         "state-dir = " +
+         d +
+         "/state\n"
+         "policy = " +
+         d +
+         "/policy.txtpb\n\n"
+         "[tls]\n"
+         "cert = " +
+         d +
+         "/pki/server.crt\n"
+         "key = " +
+         d +
+         "/pki/server.key\n"
+         "client-ca = " +
+         d +
+         "/pki/ca.crt\n\n"
+         "[hsm]\n"
+         "module = " +
+         l.module +
+         "\n"
+         "token = pkcs11:token=" +
+         kTokenLabel +
+         "\n"
+         "pin-file = " +
+         d +
+         "/secrets/user.pin\n"
+         "module-env = SOFTHSM2_CONF=" +
+         d + "/softhsm2.conf\n";
+}
+
+std::string ClientConfig(const Layout& l, const std::string& cert_base) {
+  const std::string d = l.dir.string();
+  return "# custos client configuration written by custos-init dev.\n"
+         "server = 127.0.0.1:" +
+         std::to_string(l.port) + "\ncert = " + cert_base + ".crt\nkey = " + cert_base +
+         ".key\nca = " + d + "/pki/ca.crt\n";
+}
+
+void WriteIssued(const Issued& issued, const fs::path& base) {
+  WriteNewFile(base.string() + ".crt", CertToPem(issued.cert.get()), 0644);
+  WriteNewFile(base.string() + ".key", KeyToPem(issued.key.get()), 0600);
+}
+
+int RunDev(const Layout& l) {
+  std::error_code ec;
+  if (fs::exists(l.dir, ec) && !fs::is_empty(l.dir, ec)) {
+    std::cerr << "custos-init: " << l.dir.string()
+              << " already exists and is not empty; refusing to overwrite a deployment "
+                 "(choose another --dir or remove it)\n";
+    return 2;
+  }
+  MakeDir(l.dir);
+  for (const char* sub : {"tokens", "secrets", "pki", "clients", "officers", "state"}) {
+    MakeDir(l.dir / sub);
+  }
+
+  // SoftHSM token.
+  const fs::path softhsm_conf = l.dir / "softhsm2.conf";
+  WriteNewFile(softhsm_conf,
+               "# SoftHSM configuration for this Custos dev deployment.\n"
+               "directories.tokendir = " +
+                   (l.dir / "tokens").string() +
+                   "\n"
+                   "objectstore.backend = file\n"
+                   "log.level = ERROR\n"
+                   "slots.removable = false\n",
+               0600);
+  ::setenv("SOFTHSM2_CONF", softhsm_conf.c_str(), 1);
+  pkcs11::SecretBytes user_pin = RandomPin();
+  pkcs11::SecretBytes so_pin = RandomPin();
+  {
+    std::string text = PinText(user_pin);
+    WriteNewFile(l.dir / "secrets/user.pin", text + "\n", 0600);
+    OPENSSL_cleanse(text.data(), text.size());
+    text = PinText(so_pin);
+    WriteNewFile(l.dir / "secrets/so.pin", text + "\n", 0600);
+    OPENSSL_cleanse(text.data(), text.size());
+  }
+  if (auto st = pkcs11::InitToken(l.module, kTokenLabel, so_pin, user_pin); !st.ok()) {
+    std::cerr << "custos-init: cannot initialise the SoftHSM token: " << st.error().message()
+              << "\n";
+    return 1;
+  }
+
+  // Dev PKI for mutual TLS.
+  Issued ca = MakeCa("Custos Dev CA", 3650);
+  WriteIssued(ca, l.dir / "pki/ca");
+  Issued server = MakeLeaf(ca, {.common_name = "custosd",
+                                .dns_sans = {"localhost"},
+                                .ip_sans = {"127.0.0.1", "::1"},
+                                .server_auth = true,
+                                .days = 825});
+  WriteIssued(server, l.dir / "pki/server");
+
+  for (const char* client : {"builder", "issuer", "admin"}) {
+    Issued cert = MakeLeaf(ca, {.common_name = client,
+                                .uri_sans = {std::string(kTrustDomain) + "/" + client},
+                                .client_auth = true});
+    const fs::path base = l.dir / "clients" / client;
+    WriteIssued(cert, base);
+    WriteNewFile(base.string() + ".conf", ClientConfig(l, base.string()), 0644);
+  }
+
+  // Officers: an approval key pair each (used by the quorum console) and a
+  // TLS client certificate to reach custosd.
+  for (const char* officer : {"alice", "bob", "carol"}) {
+    const fs::path base = l.dir / "officers" / officer;
+    UniquePkey approval = NewP256Key();
+    WriteNewFile(base.string() + ".key", KeyToPem(approval.get()), 0600);
+    WriteNewFile(base.string() + ".pub", PublicKeyToPem(approval.get()), 0644);
+    Issued tls = MakeLeaf(ca, {.common_name = officer,
+                               .uri_sans = {std::string(kTrustDomain) + "/officer/" + officer},
+                               .client_auth = true});
+    WriteIssued(tls, base.string() + "-tls");
+    WriteNewFile(base.string() + ".conf", ClientConfig(l, base.string() + "-tls"), 0644);
+  }
+
+  WriteNewFile(l.dir / "policy.txtpb", StarterPolicy(), 0644);
+  WriteNewFile(l.dir / "custosd.conf", DaemonConfig(l), 0600);
+
+  const std::string d = l.dir.string();
+  std::cout << "custos-init: dev deployment ready in " << d << "\n\n"
+            << "Start the daemon:\n"
+            << "  custosd --config " << d << "/custosd.conf\n\n"
+            << "Then, from another terminal, create a key as admin and sign as builder:\n"
+            << "  custos --config " << d
+            << "/clients/admin.conf keys create release-demo --type ec-p256 --usage code-signing\n"
+            << "  custos --config " << d
+            << "/clients/builder.conf sign --key release-demo --in FILE --out FILE.sig\n"
+            << "  custos --config " << d
+            << "/clients/builder.conf verify --key release-demo --in FILE --sig FILE.sig\n\n"
+            << "Inspect the token (private keys are sensitive, not extractable):\n"
+            << "  SOFTHSM2_CONF=" << d << "/softhsm2.conf pkcs11-tool --module " << l.module
+            << " --token-label " << kTokenLabel << " --login --pin \"$(cat " << d
+            << "/secrets/user.pin)\" --list-objects\n";
+  return 0;
+}
+
+}  // namespace
+}  // namespace custos::init
+
+int main(int argc, char** argv) {
+  using namespace custos::init;
+  umask(077);
+  po::options_description opts("custos-init dev options");
+  std::string dir;
+  Layout layout;
+  opts.add_options()("help,h", "show this help")(
+      "dir", po::value<std::string>(&dir), "directory for the new deployment (must be empty)")(
+      "port", po::value<int>(&layout.port)->default_value(7443),
+      "TCP port custosd listens on (127.0.0.1)")(
+      "module", po::value<std::string>(&layout.module)->default_value(kDefaultModule),
+      "PKCS#11 module of SoftHSMv2");
+  const char* usage =
+      "usage: custos-init dev --dir DIR [--port N] [--module PATH]\n\n"
+      "Makes a complete local Custos deployment for development, demos and tests.\n\n";
+  if (argc < 2 || std::string(argv[1]) == "--help" || std::string(argv[1]) == "-h") {
+    std::cout << usage << opts;
+    return argc < 2 ? 2 : 0;
+  }
+  if (std::string(argv[1]) != "dev") {
+    std::cerr << "custos-init: unknown mode \"" << argv[1]
+              << "\" (only \"dev\" exists; production deployments are initialised under "
+                 "quorum)\n";
+    return 2;
+  }
+  po::variables_map vm;
+  try {
+    po::store(po::command_line_parser(argc - 1, argv + 1).options(opts).run(), vm);
+    po::notify(vm);
+  } catch (const std::exception& e) {
+    std::cerr << "custos-init: " << e.what() << "\n";
+    return 2;
+  }
+  if (vm.count("help")) {
+    std::cout << usage << opts;
+    return 0;
+  }
+  if (dir.empty()) {
+    std::cerr << "custos-init: --dir is required\n";
+    return 2;
+  }
+  if (layout.port <= 0 || layout.port > 65535) {
+    std::cerr << "custos-init: --port must be between 1 and 65535\n";
+    return 2;
+  }
+  try {
+    layout.dir = fs::absolute(dir).lexically_normal();
+    if (layout.dir.has_filename() == false) layout.dir = layout.dir.parent_path();
+    return RunDev(layout);
+  } catch (const std::exception& e) {
+    std::cerr << "custos-init: " << e.what() << "\n";
+    return 1;
+  }
+}
