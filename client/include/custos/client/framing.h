@@ -38,7 +38,8 @@ class FrameDecoder {
   explicit FrameDecoder(std::size_t max_frame_size = kDefaultMaxFrameSize);
 
   // Appends bytes; returns how many were consumed (fewer than given only when
-  // a complete frame is waiting to be taken with Next()).
+  // a complete frame is waiting to be taken with Next()). Once error() is set,
+  // Feed discards its input and returns its full size.
   std::size_t Feed(std::span<const std::uint8_t> bytes);
   std::size_t Feed(std::string_view bytes);
   // The next complete frame body, if one is buffered.

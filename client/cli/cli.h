@@ -1,0 +1,139 @@
+// Internals of the `custos` command-line tool.
+#pragma once
+
+#include <openssl/evp.h>
+
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "custos/client/client.h"
+
+namespace custos::cli {
+
+// Exit codes, as documented in `custos --help` and client/README.md.
+enum ExitCode : int {
+  kExitOk = 0,
+  kExitBadSignature = 1,
+  kExitUsage = 2,
+  kExitConnect = 3,
+  kExitRefused = 4,
+  kExitFile = 5,
+};
+
+// A failure that ends the command: printed as "custos: error: <message>".
+struct Failure {
+  int exit_code;
+  std::string message;
+};
+
+// --- JSON output (json.cc) ---
+
+// `s` as a JSON string literal, quotes included. Bytes that are not valid
+// UTF-8 are replaced with U+FFFD.
+std::string JsonString(std::string_view s);
+
+// Builds one JSON object, members in insertion order.
+class JsonObject {
+ public:
+  JsonObject& Add(std::string_view key, std::string_view value);
+  JsonObject& Add(std::string_view key, const char* value) { return Add(key, std::string_view(value)); }
+  JsonObject& Add(std::string_view key, std::int64_t value);
+  JsonObject& AddBool(std::string_view key, bool value);
+  // `json` must already be valid JSON (an object or array built here).
+  JsonObject& AddRaw(std::string_view key, std::string_view json);
+  std::string str() const { return "{" + body_ + "}"; }
+
+ private:
+  void Key(std::string_view key);
+  std::string body_;
+};
+
+// Joins already-encoded JSON values into an array.
+std::string JsonArray(const std::vector<std::string>& items);
+
+// --- Algorithms, hashing, keys (crypto.cc) ---
+
+enum class SigFamily { kEcdsa, kRsaPkcs1, kRsaPss, kEd25519 };
+
+struct AlgorithmInfo {
+  const char* name;  // wire name, e.g. "ecdsa-p256-sha256"
+  SigFamily family;
+  const char* digest;  // OpenSSL digest name, nullptr for Ed25519
+  const char* curve;   // for ECDSA: required curve (OpenSSL group name)
+};
+
+// nullptr when the name is not one of the nine algorithms.
+const AlgorithmInfo* FindAlgorithm(std::string_view name);
+// "ecdsa-p256-sha256, ..., ed25519".
+std::string AlgorithmNames();
+// The single algorithm of a non-RSA key type ("ec-p256" -> ecdsa-p256-sha256);
+// nullptr for RSA types and unknown types.
+const AlgorithmInfo* OnlyAlgorithmFor(std::string_view key_type);
+
+bool IsKeyType(std::string_view type);
+bool IsKeyUsage(std::string_view usage);
+
+struct PkeyDeleter {
+  void operator()(EVP_PKEY* p) const { EVP_PKEY_free(p); }
+};
+using Pkey = std::unique_ptr<EVP_PKEY, PkeyDeleter>;
+
+// Ed25519 messages the client will send at most.
+inline constexpr std::size_t kMaxEd25519Message = 64 * 1024;
+
+// Streams a file through the digest; the Failure has exit code kExitFile.
+std::optional<Failure> HashFile(const std::string& path, const char* digest, std::string* out);
+// Reads a whole file of at most `limit` bytes.
+std::optional<Failure> ReadSmallFile(const std::string& path, std::size_t limit,
+                                     std::string_view what, std::string* out);
+std::optional<Failure> WriteFile(const std::string& path, std::string_view data);
+
+Pkey PublicKeyFromDer(std::string_view der);
+std::optional<Failure> LoadPublicKeyPem(const std::string& path, Pkey* out);
+std::string PublicKeyPem(EVP_PKEY* key);
+// "ec-p256", "rsa-3072", "ed25519", ... or "" when unsupported.
+std::string KeyTypeOf(EVP_PKEY* key);
+
+// Verifies `sig` over the file at `path` (streamed, except Ed25519) with the
+// algorithm's padding; PSS uses MGF1 with the same hash and salt = hash length.
+// Returns true/false for a (non-)matching signature, or a Failure for a file
+// or key problem.
+std::optional<Failure> VerifyFile(EVP_PKEY* key, const AlgorithmInfo& alg, const std::string& path,
+                                  std::string_view sig, bool* valid);
+
+std::string Base64(std::string_view bytes);
+
+}  // namespace custos::cli
+
+namespace custos::cli {
+
+// Everything a command needs, parsed from the command line and config.
+struct Invocation {
+  client::ClientConfig config;
+  bool json = false;
+  std::vector<std::string> args;  // positional arguments after the command words
+  std::string key_name;           // sign/verify --key NAME[@V]
+  std::string type, usage, out, algorithm, in, sig, pubkey;
+
+  // Connects on first use; a Failure carries exit code 2, 3 or 4.
+  std::optional<Failure> Call(custos::v1::Request request, custos::v1::Response* response);
+
+ private:
+  std::unique_ptr<client::Client> client_;
+};
+
+std::optional<Failure> KeysList(Invocation& inv);
+std::optional<Failure> KeysCreate(Invocation& inv);
+std::optional<Failure> KeysShow(Invocation& inv);
+std::optional<Failure> KeysPubkey(Invocation& inv);
+std::optional<Failure> Sign(Invocation& inv);
+// Sets *exit_code to kExitOk or kExitBadSignature.
+std::optional<Failure> Verify(Invocation& inv, int* exit_code);
+std::optional<Failure> Ping(Invocation& inv);
+
+}  // namespace custos::cli

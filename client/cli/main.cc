@@ -1,0 +1,245 @@
+// custos: command-line client for custosd. See `custos --help` and
+// client/README.md.
+#include <boost/program_options.hpp>
+#include <cstdio>
+#include <cstdlib>
+#include <iostream>
+#include <set>
+
+#include "cli.h"
+
+namespace po = boost::program_options;
+
+namespace custos::cli {
+namespace {
+
+constexpr const char* kHelp = R"(usage: custos [GLOBAL OPTIONS] COMMAND [ARGS] [OPTIONS]
+
+Commands:
+  keys list [--json]
+  keys create NAME --type TYPE --usage USAGE [--json]
+        TYPE: ec-p256 ec-p384 rsa-2048 rsa-3072 rsa-4096 ed25519
+        USAGE: code-signing ca ssh-ca timestamping audit
+  keys show NAME [--json]
+  keys pubkey NAME[@V] [--out FILE]      PEM SubjectPublicKeyInfo
+  sign --key NAME[@V] [--algorithm ALG] --in FILE --out SIG [--json]
+  verify --key NAME[@V] [--algorithm ALG] --in FILE --sig SIG [--pubkey PEM] [--json]
+  ping [--json]
+
+  ALG: ecdsa-p256-sha256 ecdsa-p384-sha384 rsa-pkcs1-sha256 rsa-pkcs1-sha384
+       rsa-pkcs1-sha512 rsa-pss-sha256 rsa-pss-sha384 rsa-pss-sha512 ed25519
+  sign hashes FILE locally and sends only the digest (Ed25519: the file itself,
+  at most 64 KiB). Without --algorithm, EC and Ed25519 keys use their only
+  algorithm; RSA keys need --algorithm. verify checks locally with the public
+  key from the server, or from --pubkey without contacting the server.
+
+Connection settings (from --config FILE, else $CUSTOS_CONFIG; flags override):
+  --config FILE          INI file with keys server, cert, key, ca, server-name,
+                         timeout-ms (relative paths are relative to FILE)
+  --server HOST:PORT     custosd address
+  --cert FILE            client certificate (PEM)
+  --key FILE             client private key (PEM); after `sign` or `verify`,
+                         --key names the signing key instead: use --tls-key
+  --tls-key FILE         client private key (PEM), anywhere on the line
+  --ca FILE              CA that the server certificate must chain to
+  --server-name NAME     name to verify in the server certificate
+  --timeout-ms N         request deadline in milliseconds
+  --json                 one JSON object on stdout
+  -h, --help             this text
+
+Exit codes:
+  0  success
+  1  signature did not verify
+  2  usage or configuration error
+  3  could not connect, TLS failed, or no response in time
+  4  the server refused (shows status code, message, CKR name / policy rule)
+  5  local file error
+)";
+
+struct Settings {
+  std::string config, server, cert, tls_key, ca, server_name;
+  std::uint32_t timeout_ms = 0;
+};
+
+// Options that hold connection settings, valid before and after the command.
+// `with_key`: whether --key means the TLS private key here.
+po::options_description ConnectionOptions(Settings* s, bool with_key) {
+  po::options_description d;
+  d.add_options()("help,h", "")("json", "")("config", po::value(&s->config))(
+      "server", po::value(&s->server))("cert", po::value(&s->cert))(
+      "tls-key", po::value(&s->tls_key))("ca", po::value(&s->ca))(
+      "server-name", po::value(&s->server_name))("timeout-ms", po::value(&s->timeout_ms));
+  if (with_key) d.add_options()("key", po::value(&s->tls_key));
+  return d;
+}
+
+bool TakesValue(std::string_view option) {
+  static const std::set<std::string_view> kValued = {
+      "--config", "--server", "--cert", "--key", "--tls-key", "--ca", "--server-name",
+      "--timeout-ms"};
+  return kValued.count(option) > 0;
+}
+
+struct Command {
+  const char* name;
+  std::set<std::string> options;  // beyond the connection options
+};
+
+const Command kCommands[] = {
+    {"keys list", {}},
+    {"keys create", {"type", "usage"}},
+    {"keys show", {}},
+    {"keys pubkey", {"out"}},
+    {"sign", {"key", "algorithm", "in", "out"}},
+    {"verify", {"key", "algorithm", "in", "sig", "pubkey"}},
+    {"ping", {}},
+};
+
+int Fail(const Failure& f) {
+  std::fprintf(stderr, "custos: error: %s\n", f.message.c_str());
+  return f.exit_code;
+}
+
+int UsageError(const std::string& message) {
+  return Fail(Failure{kExitUsage, message + " (see custos --help)"});
+}
+
+void Apply(const Settings& s, client::ClientConfig* c) {
+  if (!s.server.empty()) c->server = s.server;
+  if (!s.cert.empty()) c->cert = s.cert;
+  if (!s.tls_key.empty()) c->key = s.tls_key;
+  if (!s.ca.empty()) c->ca = s.ca;
+  if (!s.server_name.empty()) c->server_name = s.server_name;
+  if (s.timeout_ms != 0) c->request_timeout = std::chrono::milliseconds(s.timeout_ms);
+}
+
+int Run(int argc, char** argv) {
+  std::vector<std::string> all(argv + 1, argv + argc);
+  // Split at the first word that is neither an option nor an option's value.
+  std::size_t cmd = 0;
+  while (cmd < all.size()) {
+    const std::string& a = all[cmd];
+    if (a.size() < 2 || a[0] != '-') break;
+    cmd += (a.find('=') == std::string::npos && TakesValue(a)) ? 2 : 1;
+  }
+  cmd = std::min(cmd, all.size());
+  const std::vector<std::string> global_args(all.begin(), all.begin() + static_cast<long>(cmd));
+  const std::vector<std::string> command_args(all.begin() + static_cast<long>(cmd), all.end());
+
+  Settings global, local;
+  po::variables_map global_vm, local_vm;
+  try {
+    po::store(po::command_line_parser(global_args)
+                  .options(ConnectionOptions(&global, /*with_key=*/true))
+                  .style(po::command_line_style::unix_style ^ po::command_line_style::allow_guessing)
+                  .run(),
+              global_vm);
+    po::notify(global_vm);
+  } catch (const po::error& e) {
+    return UsageError(e.what());
+  }
+  if (global_vm.count("help") || (!command_args.empty() && command_args[0] == "help")) {
+    std::fputs(kHelp, stdout);
+    return kExitOk;
+  }
+  if (command_args.empty()) {
+    std::fputs(kHelp, stderr);
+    return kExitUsage;
+  }
+
+  // Command words.
+  std::string name = command_args[0];
+  std::size_t words = 1;
+  if (name == "keys") {
+    if (command_args.size() < 2 || command_args[1][0] == '-') {
+      return UsageError("keys needs a subcommand: list, create, show or pubkey");
+    }
+    name += " " + command_args[1];
+    words = 2;
+  }
+  const Command* command = nullptr;
+  for (const auto& c : kCommands) {
+    if (name == c.name) command = &c;
+  }
+  if (command == nullptr) return UsageError("unknown command '" + name + "'");
+  const bool key_is_signing_key = command->options.count("key") > 0;
+
+  Invocation inv;
+  po::options_description local_desc = ConnectionOptions(&local, !key_is_signing_key);
+  if (key_is_signing_key) local_desc.add_options()("key", po::value(&inv.key_name));
+  local_desc.add_options()("type", po::value(&inv.type))(
+      "usage", po::value(&inv.usage))("out", po::value(&inv.out))(
+      "algorithm", po::value(&inv.algorithm))("in", po::value(&inv.in))(
+      "sig", po::value(&inv.sig))("pubkey", po::value(&inv.pubkey))(
+      "args", po::value(&inv.args));
+  po::positional_options_description positional;
+  positional.add("args", -1);
+  try {
+    const std::vector<std::string> rest(command_args.begin() + static_cast<long>(words),
+                                        command_args.end());
+    po::parsed_options parsed =
+        po::command_line_parser(rest)
+            .options(local_desc)
+            .positional(positional)
+            .style(po::command_line_style::unix_style ^ po::command_line_style::allow_guessing)
+            .run();
+    static const std::set<std::string> kConnection = {
+        "help", "json", "config", "server", "cert", "tls-key", "ca", "server-name", "timeout-ms",
+        "args"};
+    for (const auto& o : parsed.options) {
+      const bool allowed = kConnection.count(o.string_key) > 0 ||
+                           command->options.count(o.string_key) > 0 ||
+                           (o.string_key == "key" && !key_is_signing_key);
+      if (!allowed) {
+        return UsageError("option --" + o.string_key + " does not apply to '" + name + "'");
+      }
+    }
+    po::store(parsed, local_vm);
+    po::notify(local_vm);
+  } catch (const po::error& e) {
+    return UsageError(e.what());
+  }
+  if (local_vm.count("help")) {
+    std::fputs(kHelp, stdout);
+    return kExitOk;
+  }
+  inv.json = global_vm.count("json") > 0 || local_vm.count("json") > 0;
+
+  std::string config_path = !local.config.empty() ? local.config : global.config;
+  if (config_path.empty()) {
+    if (const char* env = std::getenv("CUSTOS_CONFIG"); env != nullptr) config_path = env;
+  }
+  if (!config_path.empty()) {
+    auto loaded = client::LoadClientConfig(config_path);
+    if (!loaded.ok()) return Fail(Failure{kExitUsage, loaded.error().message()});
+    inv.config = std::move(loaded).value();
+  }
+  Apply(global, &inv.config);
+  Apply(local, &inv.config);
+
+  std::optional<Failure> failure;
+  int exit_code = kExitOk;
+  if (name == "keys list") {
+    failure = KeysList(inv);
+  } else if (name == "keys create") {
+    failure = KeysCreate(inv);
+  } else if (name == "keys show") {
+    failure = KeysShow(inv);
+  } else if (name == "keys pubkey") {
+    failure = KeysPubkey(inv);
+  } else if (name == "sign") {
+    failure = Sign(inv);
+  } else if (name == "verify") {
+    failure = Verify(inv, &exit_code);
+  } else if (name == "ping") {
+    failure = Ping(inv);
+  }
+  if (failure) return Fail(*failure);
+  if (std::fflush(stdout) != 0) return Fail(Failure{kExitFile, "cannot write to standard output"});
+  return exit_code;
+}
+
+}  // namespace
+}  // namespace custos::cli
+
+int main(int argc, char** argv) { return custos::cli::Run(argc, argv); }

@@ -1,0 +1,55 @@
+// Client configuration: where the server is and which credentials to use.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <string>
+#include <string_view>
+
+#include "custos/client/result.h"
+
+namespace custos::client {
+
+struct ClientConfig {
+  // "host:port", "1.2.3.4:port" or "[::1]:port".
+  std::string server;
+  // PEM files: client certificate (chain), its private key, and the CA the
+  // server certificate must chain to.
+  std::string cert;
+  std::string key;
+  std::string ca;
+  // Name the server certificate must carry; empty means the host of `server`
+  // (matched against an IP SAN when that host is an IP literal).
+  std::string server_name;
+  // Covers name resolution, TCP connect and the TLS handshake.
+  std::chrono::milliseconds connect_timeout{5000};
+  // Deadline for a request that names none.
+  std::chrono::milliseconds request_timeout{30000};
+  // Requests on the wire at once; more wait in the client, in order.
+  std::size_t max_in_flight = 64;
+  // Extra attempts Client::Call makes after a retryable failure, with
+  // exponential backoff from `backoff_initial`, capped at `backoff_max`, with
+  // full jitter.
+  int retries = 3;
+  std::chrono::milliseconds backoff_initial{100};
+  std::chrono::milliseconds backoff_max{2000};
+};
+
+// Reads an INI file with the keys server, cert, key, ca, server-name and
+// timeout-ms (the default request deadline). Relative paths are taken relative
+// to the file's directory. An unknown key, an unreadable file or a bad value is
+// an Error (kInvalidConfig) whose message names the file and the key.
+Result<ClientConfig> LoadClientConfig(const std::string& path);
+
+// Checks that the settings needed to connect are present and well-formed.
+Status ValidateClientConfig(const ClientConfig& config);
+
+struct ServerAddress {
+  std::string host;  // without brackets for IPv6 literals
+  std::string port;
+  bool is_ip = false;
+};
+// Splits "host:port" / "[v6]:port"; an Error names what is wrong.
+Result<ServerAddress> ParseServerAddress(std::string_view server);
+
+}  // namespace custos::client
