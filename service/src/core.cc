@@ -1,0 +1,610 @@
+#include "custos/service/core.h"
+
+#include <openssl/evp.h>
+
+#include <array>
+#include <ctime>
+#include <mutex>
+
+#include "custos/service/key_name.h"
+
+namespace custos::service {
+
+namespace v1 = custos::v1;
+using policy::Operation;
+
+namespace {
+
+constexpr std::array<std::string_view, 5> kUsages = {"code-signing", "ca", "ssh-ca",
+                                                     "timestamping", "audit"};
+
+bool IsKnownUsage(std::string_view usage) {
+  for (auto u : kUsages) {
+    if (u == usage) return true;
+  }
+  return false;
+}
+
+std::string Hex(std::span<const std::uint8_t> bytes) {
+  static constexpr char kHex[] = "0123456789abcdef";
+  std::string out;
+  out.reserve(bytes.size() * 2);
+  for (auto b : bytes) {
+    out.push_back(kHex[b >> 4]);
+    out.push_back(kHex[b & 0xF]);
+  }
+  return out;
+}
+
+std::string Sha256Hex(std::span<const std::uint8_t> bytes) {
+  unsigned char md[EVP_MAX_MD_SIZE];
+  unsigned int len = 0;
+  if (EVP_Digest(bytes.data(), bytes.size(), md, &len, EVP_sha256(), nullptr) != 1) return "";
+  return Hex({md, len});
+}
+
+// Untrusted text in a message: printable ASCII, bounded.
+std::string Quote(std::string_view text) {
+  std::string out = "\"";
+  for (std::size_t i = 0; i < text.size() && i < 80; ++i) {
+    const char c = text[i];
+    out.push_back(c >= 0x20 && c < 0x7F ? c : '?');
+  }
+  if (text.size() > 80) out += "...";
+  out.push_back('"');
+  return out;
+}
+
+void SetStatus(v1::Status* s, v1::StatusCode code, std::string message) {
+  s->set_code(code);
+  s->set_message(std::move(message));
+}
+
+void FromTokenError(const pkcs11::Error& e, std::string_view what, v1::Status* s) {
+  const bool retry = e.retryable();
+  s->set_code(retry ? v1::UNAVAILABLE : v1::INTERNAL);
+  s->set_retryable(retry);
+  s->set_ckr(e.ckr_name());
+  s->set_message(std::string(what) + ": " + e.message() +
+                 (retry ? " (the HSM may recover; retry later)" : ""));
+}
+
+std::string AllAlgorithmNames() {
+  std::string out;
+  for (auto a : {pkcs11::SignAlgorithm::kEcdsaP256Sha256, pkcs11::SignAlgorithm::kEcdsaP384Sha384,
+                 pkcs11::SignAlgorithm::kRsaPkcs1Sha256, pkcs11::SignAlgorithm::kRsaPkcs1Sha384,
+                 pkcs11::SignAlgorithm::kRsaPkcs1Sha512, pkcs11::SignAlgorithm::kRsaPssSha256,
+                 pkcs11::SignAlgorithm::kRsaPssSha384, pkcs11::SignAlgorithm::kRsaPssSha512,
+                 pkcs11::SignAlgorithm::kEd25519}) {
+    if (!out.empty()) out += ", ";
+    out += pkcs11::SignAlgorithmName(a);
+  }
+  return out;
+}
+
+std::string AlgorithmsOf(pkcs11::KeyType type) {
+  std::string out;
+  for (auto a : pkcs11::AlgorithmsFor(type)) {
+    if (!out.empty()) out += ", ";
+    out += pkcs11::SignAlgorithmName(a);
+  }
+  return out;
+}
+
+std::string_view HashDisplayName(pkcs11::HashAlgorithm h) {
+  switch (h) {
+    case pkcs11::HashAlgorithm::kSha256:
+      return "SHA-256";
+    case pkcs11::HashAlgorithm::kSha384:
+      return "SHA-384";
+    case pkcs11::HashAlgorithm::kSha512:
+      return "SHA-512";
+    case pkcs11::HashAlgorithm::kNone:
+      break;
+  }
+  return "";
+}
+
+std::span<const std::uint8_t> Bytes(const std::string& s) {
+  return {reinterpret_cast<const std::uint8_t*>(s.data()), s.size()};
+}
+
+}  // namespace
+
+struct SigningCore::CachedVersion {
+  KeyVersionRecord record;
+  pkcs11::KeyRef ref;
+  std::string spki_sha256;
+};
+
+struct SigningCore::CachedKey {
+  std::string name;
+  pkcs11::KeyType type = pkcs11::KeyType::kEcP256;
+  std::string usage;
+  std::uint32_t active_version = 1;
+  std::map<std::uint32_t, CachedVersion> versions;
+};
+
+struct SigningCore::Resolved {
+  std::shared_ptr<const CachedKey> key;
+  const CachedVersion* version = nullptr;
+  pkcs11::SignAlgorithm algorithm = pkcs11::SignAlgorithm::kEcdsaP256Sha256;
+};
+
+namespace {
+
+// Checks the digest or message of one signing input against the algorithm
+// and limits; returns the bytes to hand to the token, or fills `error`.
+bool CheckInput(pkcs11::SignAlgorithm alg, const std::string& digest, const std::string& message,
+                std::size_t max_message, std::span<const std::uint8_t>* input,
+                std::string* error) {
+  const auto name = pkcs11::SignAlgorithmName(alg);
+  const auto hash = pkcs11::HashOf(alg);
+  if (hash == pkcs11::HashAlgorithm::kNone) {
+    if (!digest.empty()) {
+      *error = std::string(name) + " signs the message itself: send message, not digest";
+      return false;
+    }
+    if (message.empty()) {
+      *error = std::string(name) + " needs a non-empty message";
+      return false;
+    }
+    if (message.size() > max_message) {
+      *error = "message is " + std::to_string(message.size()) + " bytes; the limit for " +
+               std::string(name) + " is " + std::to_string(max_message) + " bytes";
+      return false;
+    }
+    *input = Bytes(message);
+    return true;
+  }
+  const std::size_t want = pkcs11::DigestLength(hash);
+  if (!message.empty()) {
+    *error = std::string(name) + " signs a digest: send the " +
+             std::string(HashDisplayName(hash)) + " digest of the data, not the message";
+    return false;
+  }
+  if (digest.size() != want) {
+    *error = "digest is " + std::to_string(digest.size()) + " bytes; " + std::string(name) +
+             " needs a " + std::to_string(want) + "-byte " + std::string(HashDisplayName(hash)) +
+             " digest";
+    return false;
+  }
+  *input = Bytes(digest);
+  return true;
+}
+
+}  // namespace
+
+SigningCore::SigningCore(std::unique_ptr<pkcs11::Token> token, policy::Policy policy,
+                         std::unique_ptr<KeyStore> store, CoreLimits limits, Logger& logger)
+    : token_(std::move(token)),
+      policy_(std::move(policy)),
+      store_(std::move(store)),
+      limits_(limits),
+      logger_(logger) {}
+
+SigningCore::~SigningCore() = default;
+
+Result<std::unique_ptr<SigningCore>> SigningCore::Create(std::unique_ptr<pkcs11::Token> token,
+                                                         policy::Policy policy,
+                                                         std::unique_ptr<KeyStore> store,
+                                                         CoreLimits limits, Logger& logger) {
+  if (!token || !store) return Error{"signing core needs a token and a key store"};
+  auto records = store->LoadAll();
+  if (!records) return Error{records.error()};
+  std::unique_ptr<SigningCore> core(
+      new SigningCore(std::move(token), std::move(policy), std::move(store), limits, logger));
+  for (auto& rec : records.value()) {
+    auto type = pkcs11::ParseKeyType(rec.key_type);
+    if (!type) {
+      return Error{"state store: key " + rec.name + " has unknown key type \"" + rec.key_type +
+                   "\""};
+    }
+    auto key = std::make_shared<CachedKey>();
+    key->name = rec.name;
+    key->type = *type;
+    key->usage = rec.usage;
+    key->active_version = rec.active_version;
+    for (auto& v : rec.versions) {
+      CachedVersion cv;
+      cv.ref.label = v.token_label;
+      cv.ref.id = v.token_id;
+      cv.ref.type = *type;
+      cv.ref.spki_der = v.spki_der;
+      cv.spki_sha256 = Sha256Hex(v.spki_der);
+      cv.record = std::move(v);
+      if (cv.record.state == KeyState::kActive) {
+        auto found = core->token_->FindKey(cv.ref.label, cv.ref.id);
+        if (!found) {
+          LogLine(logger, LogLevel::kWarn, "key_not_on_token")
+              .Str("key", rec.name + "@" + std::to_string(cv.record.version))
+              .Str("token_label", cv.ref.label)
+              .Str("error", found.error().message());
+        } else if (found->spki_der != cv.ref.spki_der) {
+          LogLine(logger, LogLevel::kWarn, "key_mismatch_on_token")
+              .Str("key", rec.name + "@" + std::to_string(cv.record.version))
+              .Str("token_label", cv.ref.label)
+              .Str("error", "the token's public key differs from the stored one; "
+                            "signing with this version will be refused");
+        }
+      }
+      key->versions.emplace(cv.record.version, std::move(cv));
+    }
+    core->keys_.emplace(rec.name, std::move(key));
+  }
+  return core;
+}
+
+std::size_t SigningCore::key_count() const {
+  std::shared_lock lock(mu_);
+  return keys_.size();
+}
+
+std::shared_ptr<const SigningCore::CachedKey> SigningCore::Find(std::string_view name) const {
+  std::shared_lock lock(mu_);
+  auto it = keys_.find(name);
+  return it == keys_.end() ? nullptr : it->second;
+}
+
+bool SigningCore::Authorize(std::string_view principal, Operation op, std::string_view name,
+                            const CachedKey* key, std::string_view algorithm,
+                            v1::Status* status) const {
+  policy::KeyRequest req;
+  req.principal = std::string(principal);
+  req.operation = op;
+  req.key_name = std::string(name);
+  req.algorithm = std::string(algorithm);
+  policy::Decision on_key;
+  if (key) {
+    req.key_usage = key->usage;
+    on_key = policy_.Check(req);
+    if (on_key.allowed) return true;
+  }
+  // Refused, or no such key. A principal refused this operation on this name
+  // under every usage gets the same answer whether or not the key exists.
+  policy::Decision first;
+  bool allowed_somehow = false;
+  for (std::size_t i = 0; i < kUsages.size() && !allowed_somehow; ++i) {
+    req.key_usage = std::string(kUsages[i]);
+    auto d = policy_.Check(req);
+    allowed_somehow = d.allowed;
+    if (i == 0) first = std::move(d);
+  }
+  if (allowed_somehow && !key) {
+    SetStatus(status, v1::NOT_FOUND, "no key named " + Quote(name));
+    return false;
+  }
+  const policy::Decision& refusal = allowed_somehow ? on_key : first;
+  SetStatus(status, v1::PERMISSION_DENIED, "permission denied: " + refusal.reason);
+  status->set_policy_rule(refusal.rule);
+  return false;
+}
+
+bool SigningCore::Resolve(std::string_view principal, Operation op, std::string_view key_text,
+                          std::string_view algorithm_text, Resolved* out,
+                          v1::Status* status) const {
+  auto ref = ParseKeyReference(key_text);
+  if (!ref) {
+    SetStatus(status, v1::INVALID_ARGUMENT, ref.error());
+    return false;
+  }
+  std::optional<pkcs11::SignAlgorithm> alg;
+  if (op == Operation::kSign) {
+    alg = pkcs11::ParseSignAlgorithm(algorithm_text);
+    if (!alg) {
+      SetStatus(status, v1::INVALID_ARGUMENT,
+                algorithm_text.empty()
+                    ? "no algorithm named: use one of " + AllAlgorithmNames()
+                    : "unknown algorithm " + Quote(algorithm_text) + ": use one of " +
+                          AllAlgorithmNames());
+      return false;
+    }
+    out->algorithm = *alg;
+  }
+  out->key = Find(ref->name);
+  if (!Authorize(principal, op, ref->name, out->key.get(), alg ? algorithm_text : "", status)) {
+    return false;
+  }
+  const CachedKey& key = *out->key;
+  const std::uint32_t version = ref->version.value_or(key.active_version);
+  auto it = key.versions.find(version);
+  if (it == key.versions.end()) {
+    SetStatus(status, v1::NOT_FOUND,
+              "key " + key.name + " has no version " + std::to_string(version));
+    return false;
+  }
+  out->version = &it->second;
+  if (op == Operation::kSign) {
+    if (it->second.record.state != KeyState::kActive) {
+      SetStatus(status, v1::FAILED_PRECONDITION,
+                "key " + key.name + "@" + std::to_string(version) + " is " +
+                    std::string(KeyStateName(it->second.record.state)) +
+                    "; only an active version signs");
+      return false;
+    }
+    if (!pkcs11::AlgorithmFitsKey(*alg, key.type)) {
+      SetStatus(status, v1::INVALID_ARGUMENT,
+                "algorithm " + std::string(pkcs11::SignAlgorithmName(*alg)) +
+                    " does not fit key " + key.name + " (" +
+                    std::string(pkcs11::KeyTypeName(key.type)) + "); use " +
+                    AlgorithmsOf(key.type));
+      return false;
+    }
+  }
+  return true;
+}
+
+v1::Response SigningCore::Handle(std::string_view principal, std::string_view /*peer*/,
+                                 const v1::Request& request) {
+  v1::Response resp;
+  resp.set_id(request.id());
+  if (principal.empty() && request.op_case() != v1::Request::kPing) {
+    SetStatus(resp.mutable_status(), v1::UNAUTHENTICATED,
+              "the client certificate names no principal (no URI SAN, DNS SAN or CN)");
+    return resp;
+  }
+  switch (request.op_case()) {
+    case v1::Request::kPing:
+      resp.mutable_ping();
+      break;
+    case v1::Request::kSign:
+      HandleSign(principal, request.sign(), resp);
+      break;
+    case v1::Request::kSignBatch:
+      HandleSignBatch(principal, request.sign_batch(), resp);
+      break;
+    case v1::Request::kCreateKey:
+      HandleCreateKey(principal, request.create_key(), resp);
+      break;
+    case v1::Request::kListKeys:
+      HandleListKeys(principal, resp);
+      break;
+    case v1::Request::kGetKey:
+      HandleGetKey(principal, request.get_key(), resp);
+      break;
+    case v1::Request::kGetPublicKey:
+      HandleGetPublicKey(principal, request.get_public_key(), resp);
+      break;
+    case v1::Request::OP_NOT_SET:
+      SetStatus(resp.mutable_status(), v1::INVALID_ARGUMENT,
+                "request names no operation this server knows (protocol custos/1)");
+      break;
+  }
+  if (!resp.has_status()) resp.mutable_status()->set_code(v1::OK);
+  return resp;
+}
+
+void SigningCore::HandleSign(std::string_view principal, const v1::SignRequest& req,
+                             v1::Response& resp) {
+  Resolved r;
+  v1::Status* status = resp.mutable_status();
+  if (!Resolve(principal, Operation::kSign, req.key(), req.algorithm(), &r, status)) return;
+  std::span<const std::uint8_t> input;
+  std::string error;
+  if (!CheckInput(r.algorithm, req.digest(), req.message(), limits_.max_message_bytes, &input,
+                  &error)) {
+    SetStatus(status, v1::INVALID_ARGUMENT, std::move(error));
+    return;
+  }
+  auto sig = token_->Sign(r.version->ref, r.algorithm, input);
+  if (!sig) {
+    FromTokenError(sig.error(), "signing failed", status);
+    return;
+  }
+  status->set_code(v1::OK);
+  auto* out = resp.mutable_sign();
+  out->set_signature(sig->data(), sig->size());
+  out->set_key(r.key->name);
+  out->set_key_version(r.version->record.version);
+  out->set_algorithm(std::string(pkcs11::SignAlgorithmName(r.algorithm)));
+}
+
+void SigningCore::HandleSignBatch(std::string_view principal, const v1::SignBatchRequest& req,
+                                  v1::Response& resp) {
+  v1::Status* status = resp.mutable_status();
+  if (req.items_size() == 0) {
+    SetStatus(status, v1::INVALID_ARGUMENT, "sign_batch has no items");
+    return;
+  }
+  if (static_cast<std::size_t>(req.items_size()) > limits_.max_batch_items) {
+    SetStatus(status, v1::INVALID_ARGUMENT,
+              "sign_batch has " + std::to_string(req.items_size()) + " items; the limit is " +
+                  std::to_string(limits_.max_batch_items));
+    return;
+  }
+  Resolved r;
+  if (!Resolve(principal, Operation::kSign, req.key(), req.algorithm(), &r, status)) return;
+  status->set_code(v1::OK);
+  auto* out = resp.mutable_sign_batch();
+  out->set_key(r.key->name);
+  out->set_key_version(r.version->record.version);
+  out->set_algorithm(std::string(pkcs11::SignAlgorithmName(r.algorithm)));
+  for (const auto& item : req.items()) {
+    auto* result = out->add_results();
+    result->set_ref(item.ref());
+    std::span<const std::uint8_t> input;
+    std::string error;
+    if (!CheckInput(r.algorithm, item.digest(), item.message(), limits_.max_message_bytes, &input,
+                    &error)) {
+      SetStatus(result->mutable_status(), v1::INVALID_ARGUMENT, std::move(error));
+      continue;
+    }
+    auto sig = token_->Sign(r.version->ref, r.algorithm, input);
+    if (!sig) {
+      FromTokenError(sig.error(), "signing failed", result->mutable_status());
+      continue;
+    }
+    result->mutable_status()->set_code(v1::OK);
+    result->set_signature(sig->data(), sig->size());
+  }
+}
+
+void SigningCore::HandleCreateKey(std::string_view principal, const v1::CreateKeyRequest& req,
+                                  v1::Response& resp) {
+  v1::Status* status = resp.mutable_status();
+  if (!IsValidKeyName(req.name())) {
+    SetStatus(status, v1::INVALID_ARGUMENT,
+              "key name " + Quote(req.name()) +
+                  " is invalid: use 1-64 of a-z 0-9 . _ - starting with a letter or digit");
+    return;
+  }
+  auto type = pkcs11::ParseKeyType(req.key_type());
+  if (!type) {
+    SetStatus(status, v1::INVALID_ARGUMENT,
+              "unknown key type " + Quote(req.key_type()) +
+                  ": use one of ec-p256, ec-p384, rsa-2048, rsa-3072, rsa-4096, ed25519");
+    return;
+  }
+  if (!IsKnownUsage(req.usage())) {
+    SetStatus(status, v1::INVALID_ARGUMENT,
+              "unknown key usage " + Quote(req.usage()) +
+                  ": use one of code-signing, ca, ssh-ca, timestamping, audit");
+    return;
+  }
+  {
+    policy::KeyRequest pr;
+    pr.principal = std::string(principal);
+    pr.operation = Operation::kCreate;
+    pr.key_name = req.name();
+    pr.key_usage = req.usage();
+    pr.algorithm = std::string(pkcs11::KeyTypeName(*type));
+    auto d = policy_.Check(pr);
+    if (!d.allowed) {
+      SetStatus(status, v1::PERMISSION_DENIED, "permission denied: " + d.reason);
+      status->set_policy_rule(d.rule);
+      return;
+    }
+  }
+  {
+    std::unique_lock lock(mu_);
+    if (keys_.count(req.name()) || creating_.count(req.name())) {
+      SetStatus(status, v1::ALREADY_EXISTS, "key " + req.name() + " already exists");
+      return;
+    }
+    creating_.insert(req.name());
+  }
+  // Whatever happens below, the name is no longer being created afterwards.
+  struct Unreserve {
+    SigningCore* core;
+    const std::string& name;
+    ~Unreserve() {
+      std::unique_lock lock(core->mu_);
+      core->creating_.erase(name);
+    }
+  } unreserve{this, req.name()};
+
+  const std::uint32_t version = 1;
+  const std::string label = TokenLabel(req.name(), version);
+  auto ref = token_->GenerateKeyPair(*type, label);
+  if (!ref) {
+    FromTokenError(ref.error(), "key generation failed", status);
+    return;
+  }
+  const std::int64_t now = static_cast<std::int64_t>(std::time(nullptr));
+  KeyRecord rec;
+  rec.name = req.name();
+  rec.key_type = std::string(pkcs11::KeyTypeName(*type));
+  rec.usage = req.usage();
+  rec.active_version = version;
+  rec.created_at = now;
+  KeyVersionRecord vr;
+  vr.version = version;
+  vr.state = KeyState::kActive;
+  vr.created_at = now;
+  vr.token_label = label;
+  vr.token_id = ref->id;
+  vr.spki_der = ref->spki_der;
+  rec.versions.push_back(vr);
+  auto inserted = store_->InsertKey(rec);
+  if (!inserted || *inserted != KeyStore::InsertResult::kInserted) {
+    // Do not leave an orphan on the token that no metadata names.
+    auto destroyed = token_->DestroyKey(ref.value());
+    if (!destroyed) {
+      LogLine(logger_, LogLevel::kWarn, "orphan_key_on_token")
+          .Str("token_label", label)
+          .Str("error", destroyed.error().message());
+    }
+    if (inserted) {
+      SetStatus(status, v1::ALREADY_EXISTS, "key " + req.name() + " already exists");
+    } else {
+      SetStatus(status, v1::INTERNAL, "key generated but not recorded: " + inserted.error());
+    }
+    return;
+  }
+  auto key = std::make_shared<CachedKey>();
+  key->name = rec.name;
+  key->type = *type;
+  key->usage = rec.usage;
+  key->active_version = version;
+  CachedVersion cv;
+  cv.record = std::move(vr);
+  cv.ref = std::move(ref.value());
+  cv.spki_sha256 = Sha256Hex(cv.ref.spki_der);
+  key->versions.emplace(version, std::move(cv));
+  {
+    std::unique_lock lock(mu_);
+    keys_.emplace(rec.name, key);
+  }
+  status->set_code(v1::OK);
+  FillKeyInfo(*key, resp.mutable_create_key());
+}
+
+void SigningCore::HandleListKeys(std::string_view principal, v1::Response& resp) {
+  std::vector<std::shared_ptr<const CachedKey>> all;
+  {
+    std::shared_lock lock(mu_);
+    all.reserve(keys_.size());
+    for (const auto& [name, key] : keys_) all.push_back(key);
+  }
+  auto* out = resp.mutable_list_keys();
+  for (const auto& key : all) {
+    policy::KeyRequest pr;
+    pr.principal = std::string(principal);
+    pr.operation = Operation::kRead;
+    pr.key_name = key->name;
+    pr.key_usage = key->usage;
+    if (policy_.Check(pr).allowed) FillKeyInfo(*key, out->add_keys());
+  }
+  resp.mutable_status()->set_code(v1::OK);
+}
+
+void SigningCore::HandleGetKey(std::string_view principal, const v1::GetKeyRequest& req,
+                               v1::Response& resp) {
+  Resolved r;
+  if (!Resolve(principal, Operation::kRead, req.key(), "", &r, resp.mutable_status())) return;
+  resp.mutable_status()->set_code(v1::OK);
+  FillKeyInfo(*r.key, resp.mutable_get_key());
+}
+
+void SigningCore::HandleGetPublicKey(std::string_view principal,
+                                     const v1::GetPublicKeyRequest& req, v1::Response& resp) {
+  Resolved r;
+  if (!Resolve(principal, Operation::kRead, req.key(), "", &r, resp.mutable_status())) return;
+  resp.mutable_status()->set_code(v1::OK);
+  auto* out = resp.mutable_get_public_key();
+  out->set_key(r.key->name);
+  out->set_key_version(r.version->record.version);
+  out->set_key_type(std::string(pkcs11::KeyTypeName(r.key->type)));
+  out->set_spki_der(r.version->ref.spki_der.data(), r.version->ref.spki_der.size());
+}
+
+void SigningCore::FillKeyInfo(const CachedKey& key, v1::KeyInfo* info) {
+  info->set_name(key.name);
+  info->set_key_type(std::string(pkcs11::KeyTypeName(key.type)));
+  info->set_usage(key.usage);
+  info->set_active_version(key.active_version);
+  for (const auto& [n, v] : key.versions) {
+    auto* vi = info->add_versions();
+    vi->set_version(n);
+    vi->set_state(std::string(KeyStateName(v.record.state)));
+    vi->set_created_at(v.record.created_at);
+    vi->set_token_label(v.ref.label);
+    vi->set_token_id(Hex(v.ref.id));
+    vi->set_public_key_sha256(v.spki_sha256);
+  }
+  for (auto a : pkcs11::AlgorithmsFor(key.type)) {
+    info->add_algorithms(std::string(pkcs11::SignAlgorithmName(a)));
+  }
+}
+
+}  // namespace custos::service

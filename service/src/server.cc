@@ -1,0 +1,849 @@
+#include "custos/service/server.h"
+
+#include <openssl/err.h>
+#include <openssl/pem.h>
+#include <openssl/ssl.h>
+#include <openssl/x509v3.h>
+
+#include <array>
+#include <atomic>
+#include <boost/asio.hpp>
+#include <boost/asio/ssl.hpp>
+#include <deque>
+#include <map>
+#include <mutex>
+#include <set>
+#include <thread>
+
+#include "custos/client/framing.h"
+#include "custos/v1/custos.pb.h"
+
+namespace custos::service {
+
+namespace asio = boost::asio;
+namespace ssl = boost::asio::ssl;
+namespace v1 = custos::v1;
+using tcp = asio::ip::tcp;
+using Clock = std::chrono::steady_clock;
+using boost::system::error_code;
+
+namespace {
+
+constexpr std::string_view kAlpn = "custos/1";
+constexpr std::chrono::milliseconds kTlsShutdownTimeout{1000};
+
+// ALPN (RFC 7301): select "custos/1" when offered, otherwise refuse the
+// handshake with a fatal no_application_protocol alert.
+int SelectAlpn(SSL* /*ssl*/, const unsigned char** out, unsigned char* outlen,
+               const unsigned char* in, unsigned int inlen, void* /*arg*/) {
+  unsigned int i = 0;
+  while (i < inlen) {
+    const unsigned int len = in[i];
+    if (len == 0 || i + 1 + len > inlen) break;
+    if (std::string_view(reinterpret_cast<const char*>(in + i + 1), len) == kAlpn) {
+      *out = in + i + 1;
+      *outlen = static_cast<unsigned char>(len);
+      return SSL_TLSEXT_ERR_OK;
+    }
+    i += 1 + len;
+  }
+  return SSL_TLSEXT_ERR_ALERT_FATAL;
+}
+
+std::string OpenSslError() {
+  const unsigned long e = ERR_get_error();
+  ERR_clear_error();
+  if (e == 0) return "unknown OpenSSL error";
+  char buf[256];
+  ERR_error_string_n(e, buf, sizeof buf);
+  return buf;
+}
+
+std::string Asn1ToUtf8(const ASN1_STRING* s) {
+  unsigned char* out = nullptr;
+  const int n = ASN1_STRING_to_UTF8(&out, s);
+  if (n < 0) return "";
+  std::string text(reinterpret_cast<char*>(out), static_cast<std::size_t>(n));
+  OPENSSL_free(out);
+  // A name with an embedded NUL is not a name we will match on.
+  if (text.find('\0') != std::string::npos) return "";
+  return text;
+}
+
+struct PeerNames {
+  std::vector<std::string> uris;
+  std::vector<std::string> dns;
+  std::string cn;
+};
+
+PeerNames NamesOf(X509* cert) {
+  PeerNames names;
+  if (!cert) return names;
+  auto* gens = static_cast<GENERAL_NAMES*>(
+      X509_get_ext_d2i(cert, NID_subject_alt_name, nullptr, nullptr));
+  if (gens) {
+    for (int i = 0; i < sk_GENERAL_NAME_num(gens); ++i) {
+      const GENERAL_NAME* g = sk_GENERAL_NAME_value(gens, i);
+      if (g->type == GEN_URI) {
+        auto s = Asn1ToUtf8(g->d.uniformResourceIdentifier);
+        if (!s.empty()) names.uris.push_back(std::move(s));
+      } else if (g->type == GEN_DNS) {
+        auto s = Asn1ToUtf8(g->d.dNSName);
+        if (!s.empty()) names.dns.push_back(std::move(s));
+      }
+    }
+    GENERAL_NAMES_free(gens);
+  }
+  const X509_NAME* subject = X509_get_subject_name(cert);
+  const int idx = X509_NAME_get_index_by_NID(subject, NID_commonName, -1);
+  if (idx >= 0) {
+    names.cn = Asn1ToUtf8(X509_NAME_ENTRY_get_data(X509_NAME_get_entry(subject, idx)));
+  }
+  return names;
+}
+
+std::string_view OpName(const v1::Request& r) {
+  switch (r.op_case()) {
+    case v1::Request::kPing:
+      return "ping";
+    case v1::Request::kSign:
+      return "sign";
+    case v1::Request::kSignBatch:
+      return "sign_batch";
+    case v1::Request::kCreateKey:
+      return "create_key";
+    case v1::Request::kListKeys:
+      return "list_keys";
+    case v1::Request::kGetKey:
+      return "get_key";
+    case v1::Request::kGetPublicKey:
+      return "get_public_key";
+    case v1::Request::OP_NOT_SET:
+      break;
+  }
+  return "unknown";
+}
+
+std::string_view KeyOf(const v1::Request& r) {
+  switch (r.op_case()) {
+    case v1::Request::kSign:
+      return r.sign().key();
+    case v1::Request::kSignBatch:
+      return r.sign_batch().key();
+    case v1::Request::kCreateKey:
+      return r.create_key().name();
+    case v1::Request::kGetKey:
+      return r.get_key().key();
+    case v1::Request::kGetPublicKey:
+      return r.get_public_key().key();
+    default:
+      return "";
+  }
+}
+
+// Bounds peer-chosen text before it goes into a log line.
+std::string_view Bounded(std::string_view s, std::size_t max = 128) { return s.substr(0, max); }
+
+v1::Response ErrorResponse(std::uint64_t id, v1::StatusCode code, std::string message,
+                           bool retryable = false) {
+  v1::Response r;
+  r.set_id(id);
+  r.mutable_status()->set_code(code);
+  r.mutable_status()->set_message(std::move(message));
+  r.mutable_status()->set_retryable(retryable);
+  return r;
+}
+
+}  // namespace
+
+class Connection;
+
+struct Server::Impl {
+  ServerOptions opts;
+  RequestHandler& handler;
+  Logger& logger;
+  asio::io_context ioc;
+  ssl::context tls{ssl::context::tls_server};
+  tcp::acceptor acceptor{ioc};
+  asio::signal_set signals{ioc};
+  asio::steady_timer drain_timer{ioc};
+  asio::steady_timer accept_retry{ioc};
+  asio::thread_pool pool;
+  const Clock::time_point started = Clock::now();
+  std::atomic<bool> draining{false};
+  Clock::time_point drain_deadline;
+  std::atomic<std::size_t> connections{0};
+  std::uint64_t next_conn_id = 1;  // used on the acceptor's handler only
+
+  std::mutex mu;
+  std::map<std::uint64_t, std::weak_ptr<Connection>> live;  // GUARDED_BY(mu)
+
+  Impl(ServerOptions o, RequestHandler& h, Logger& l)
+      : opts(std::move(o)), handler(h), logger(l), pool(opts.workers) {}
+
+  Result<void> SetUpTls();
+  Result<void> Listen();
+  void Accept();
+  void BeginDrain();
+  void CheckDrain();
+};
+
+class Connection : public std::enable_shared_from_this<Connection> {
+ public:
+  Connection(Server::Impl& srv, tcp::socket socket, std::uint64_t id, std::string peer)
+      : srv_(srv),
+        stream_(std::move(socket), srv.tls),
+        timer_(stream_.get_executor()),
+        shutdown_timer_(stream_.get_executor()),
+        decoder_(srv.opts.limits.max_frame_bytes),
+        id_(id),
+        peer_(std::move(peer)) {}
+
+  void Start() {
+    asio::dispatch(stream_.get_executor(), [self = shared_from_this()] { self->DoStart(); });
+  }
+  // Graceful: finish what is in flight, then close.
+  void Drain() {
+    asio::dispatch(stream_.get_executor(), [self = shared_from_this()] { self->DoDrain(); });
+  }
+  void ForceClose() {
+    asio::dispatch(stream_.get_executor(),
+                   [self = shared_from_this()] { self->Terminate("drain timeout"); });
+  }
+
+ private:
+  struct Meta {
+    std::uint64_t request_id = 0;
+    std::string op;
+    std::string key;
+    std::string trace_id;
+    Clock::time_point received;
+  };
+
+  void DoStart() {
+    timer_.expires_after(srv_.opts.limits.handshake_timeout);
+    timer_.async_wait([self = shared_from_this()](error_code ec) {
+      if (ec || self->handshake_done_ || self->closed_) return;
+      LogLine(self->srv_.logger, LogLevel::kInfo, "handshake_timeout")
+          .Unsigned("conn", self->id_)
+          .Str("peer", self->peer_);
+      self->Terminate("handshake timeout");
+    });
+    stream_.async_handshake(ssl::stream_base::server,
+                            [self = shared_from_this()](error_code ec) { self->OnHandshake(ec); });
+  }
+
+  void OnHandshake(error_code ec) {
+    if (closed_) return;
+    timer_.cancel();
+    if (ec) {
+      LogLine(srv_.logger, LogLevel::kInfo, "handshake_failed")
+          .Unsigned("conn", id_)
+          .Str("peer", peer_)
+          .Str("error", ec.message());
+      Terminate("handshake failed");
+      return;
+    }
+    handshake_done_ = true;
+    SSL* ssl = stream_.native_handle();
+    const unsigned char* alpn = nullptr;
+    unsigned int alpn_len = 0;
+    SSL_get0_alpn_selected(ssl, &alpn, &alpn_len);
+    if (std::string_view(reinterpret_cast<const char*>(alpn), alpn ? alpn_len : 0) != kAlpn) {
+      LogLine(srv_.logger, LogLevel::kInfo, "handshake_failed")
+          .Unsigned("conn", id_)
+          .Str("peer", peer_)
+          .Str("error", "client did not offer ALPN \"custos/1\"");
+      BeginClose("no ALPN custos/1");
+      return;
+    }
+    const PeerNames names = NamesOf(SSL_get0_peer_certificate(ssl));
+    principal_ = srv_.opts.principal_of ? srv_.opts.principal_of(names.uris, names.dns, names.cn)
+                                        : (names.uris.empty() ? names.cn : names.uris.front());
+    LogLine(srv_.logger, LogLevel::kInfo, "connection_open")
+        .Unsigned("conn", id_)
+        .Str("peer", peer_)
+        .Str("principal", principal_)
+        .Str("tls", SSL_get_version(ssl));
+    if (srv_.draining) {
+      DoDrain();
+      return;
+    }
+    ArmIdle();
+    ReadMore();
+  }
+
+  void ReadMore() {
+    if (reading_ || closing_ || read_closed_ || closed_) return;
+    if (inflight_ >= srv_.opts.limits.max_inflight_per_connection) return;  // backpressure
+    if (buf_off_ < buf_len_) return;  // buffered bytes are processed first
+    reading_ = true;
+    stream_.async_read_some(asio::buffer(buf_),
+                            [self = shared_from_this()](error_code ec, std::size_t n) {
+                              self->OnRead(ec, n);
+                            });
+  }
+
+  void OnRead(error_code ec, std::size_t n) {
+    reading_ = false;
+    if (closed_) return;
+    if (closing_) {
+      MaybeFinishClose();
+      return;
+    }
+    if (ec) {
+      read_closed_ = true;
+      if (decoder_.HasPartialFrame()) {
+        LogLine(srv_.logger, LogLevel::kInfo, "protocol_error")
+            .Unsigned("conn", id_)
+            .Str("peer", peer_)
+            .Str("principal", principal_)
+            .Str("error", "connection ended inside a frame");
+      }
+      close_reason_ = ec == asio::error::eof || ec == ssl::error::stream_truncated
+                          ? "peer closed"
+                          : "read error: " + ec.message();
+      if (inflight_ == 0 && pending_.empty() && !writing_) {
+        Terminate(close_reason_);
+      } else {
+        closing_ = true;  // finish writing what is owed, then close
+      }
+      return;
+    }
+    buf_off_ = 0;
+    buf_len_ = n;
+    ProcessBuffered();
+    ReadMore();
+  }
+
+  // Decodes buffered bytes into requests while the in-flight bound allows;
+  // a complete frame beyond the bound stays in the decoder until a response
+  // has been written.
+  void ProcessBuffered() {
+    const std::size_t max_inflight = srv_.opts.limits.max_inflight_per_connection;
+    bool fed_nothing = false;
+    while (!closing_ && !closed_) {
+      if (inflight_ >= max_inflight) return;
+      if (auto frame = decoder_.Next()) {
+        fed_nothing = false;
+        HandleFrame(std::move(*frame));
+        continue;
+      }
+      if (decoder_.error() != client::FrameError::kNone) {
+        FrameError();
+        return;
+      }
+      if (buf_off_ >= buf_len_) return;
+      const std::size_t used = decoder_.Feed(
+          std::span<const std::uint8_t>(buf_.data() + buf_off_, buf_len_ - buf_off_));
+      buf_off_ += used;
+      if (used == 0) {
+        // The decoder takes no bytes only while a frame waits in it; twice in
+        // a row with no frame would loop forever, so drop the connection.
+        if (fed_nothing) {
+          Terminate("frame decoder stalled");
+          return;
+        }
+        fed_nothing = true;
+      }
+    }
+  }
+
+  void FrameError() {
+    std::string message;
+    v1::StatusCode code = v1::INVALID_ARGUMENT;
+    if (decoder_.error() == client::FrameError::kTooLarge) {
+      code = v1::RESOURCE_EXHAUSTED;
+      message = "frame of " + std::to_string(decoder_.announced_length()) +
+                " bytes exceeds the limit of " +
+                std::to_string(srv_.opts.limits.max_frame_bytes);
+    } else {
+      message = "zero-length frame: every frame carries one custos.v1.Request";
+    }
+    SendErrorAndClose(ErrorResponse(0, code, message));
+  }
+
+  void SendErrorAndClose(const v1::Response& resp) {
+    LogLine(srv_.logger, LogLevel::kInfo, "protocol_error")
+        .Unsigned("conn", id_)
+        .Str("peer", peer_)
+        .Str("principal", principal_)
+        .Str("status", v1::StatusCode_Name(resp.status().code()))
+        .Str("error", resp.status().message());
+    Enqueue(client::EncodeFrame(resp), /*completes_request=*/false);
+    BeginClose("protocol error");
+  }
+
+  void HandleFrame(std::string body) {
+    disarm_idle();
+    auto req = std::make_shared<v1::Request>();
+    if (!client::ParseRequest(body, req.get())) {
+      SendErrorAndClose(ErrorResponse(
+          0, v1::INVALID_ARGUMENT,
+          "frame of " + std::to_string(body.size()) + " bytes is not a valid custos.v1.Request"));
+      return;
+    }
+    Meta meta;
+    meta.request_id = req->id();
+    meta.op = std::string(OpName(*req));
+    meta.key = std::string(Bounded(KeyOf(*req)));
+    meta.trace_id = std::string(Bounded(req->trace_id()));
+    meta.received = Clock::now();
+    ++inflight_;
+
+    if (req->op_case() == v1::Request::kPing) {
+      v1::Response resp;
+      resp.set_id(req->id());
+      resp.mutable_status()->set_code(v1::OK);
+      resp.mutable_ping()->set_server_version(srv_.opts.server_version);
+      resp.mutable_ping()->set_uptime_seconds(static_cast<std::uint64_t>(
+          std::chrono::duration_cast<std::chrono::seconds>(Clock::now() - srv_.started).count()));
+      Complete(std::move(resp), meta, /*track_id=*/false);
+      return;
+    }
+    if (srv_.draining || draining_) {
+      Complete(ErrorResponse(req->id(), v1::UNAVAILABLE,
+                             "custosd is shutting down; retry on a new connection", true),
+               meta, false);
+      return;
+    }
+    if (!ids_.insert(req->id()).second) {
+      Complete(ErrorResponse(req->id(), v1::INVALID_ARGUMENT,
+                             "request id " + std::to_string(req->id()) +
+                                 " is already in flight on this connection"),
+               meta, false);
+      return;
+    }
+    const auto budget = req->deadline_ms() != 0
+                            ? std::chrono::milliseconds(req->deadline_ms())
+                            : srv_.opts.limits.request_timeout;
+    const auto deadline = meta.received + budget;
+    asio::post(srv_.pool, [self = shared_from_this(), req, meta, deadline, budget] {
+      v1::Response resp;
+      if (Clock::now() > deadline) {
+        resp = ErrorResponse(req->id(), v1::DEADLINE_EXCEEDED,
+                             "request waited past its deadline of " +
+                                 std::to_string(budget.count()) +
+                                 " ms in the queue; it was not executed",
+                             true);
+      } else {
+        try {
+          resp = self->srv_.handler.Handle(self->principal_, self->peer_, *req);
+          resp.set_id(req->id());
+        } catch (const std::exception& e) {
+          resp = ErrorResponse(req->id(), v1::INTERNAL,
+                               std::string("internal error: ") + e.what());
+        }
+      }
+      asio::post(self->stream_.get_executor(), [self, resp = std::move(resp), meta]() mutable {
+        self->Complete(std::move(resp), meta, /*track_id=*/true);
+      });
+    });
+  }
+
+  void Complete(v1::Response resp, const Meta& meta, bool track_id) {
+    if (track_id) ids_.erase(meta.request_id);
+    const auto latency = std::chrono::duration_cast<std::chrono::microseconds>(Clock::now() -
+                                                                              meta.received);
+    const bool ok = resp.status().code() == v1::OK;
+    const LogLevel level = meta.op == "ping" && ok ? LogLevel::kDebug : LogLevel::kInfo;
+    {
+      LogLine line(srv_.logger, level, "request");
+      line.Unsigned("conn", id_)
+          .Str("peer", peer_)
+          .Str("principal", principal_)
+          .Unsigned("request_id", meta.request_id)
+          .Str("trace_id", meta.trace_id)
+          .Str("op", meta.op);
+      if (!meta.key.empty()) line.Str("key", meta.key);
+      line.Str("status", v1::StatusCode_Name(resp.status().code()))
+          .Num("latency_us", latency.count());
+      if (!ok) {
+        line.Str("error", resp.status().message());
+        if (!resp.status().policy_rule().empty()) line.Str("policy_rule", resp.status().policy_rule());
+        if (!resp.status().ckr().empty()) line.Str("ckr", resp.status().ckr());
+      }
+      if (resp.has_sign_batch()) line.Num("items", resp.sign_batch().results_size());
+    }
+    if (closed_) {
+      --inflight_;
+      return;
+    }
+    Enqueue(client::EncodeFrame(resp), /*completes_request=*/true);
+  }
+
+  void Enqueue(std::string frame, bool completes_request) {
+    pending_.push_back(std::move(frame));
+    if (completes_request) ++pending_requests_;
+    WriteNext();
+  }
+
+  void WriteNext() {
+    if (writing_ || pending_.empty() || closed_) return;
+    // Coalesce every queued frame into one write (and so few TLS records).
+    out_.clear();
+    for (auto& f : pending_) out_ += f;
+    pending_.clear();
+    out_requests_ = pending_requests_;
+    pending_requests_ = 0;
+    writing_ = true;
+    asio::async_write(stream_, asio::buffer(out_),
+                      [self = shared_from_this()](error_code ec, std::size_t) {
+                        self->OnWrite(ec);
+                      });
+  }
+
+  void OnWrite(error_code ec) {
+    writing_ = false;
+    inflight_ -= out_requests_;
+    out_requests_ = 0;
+    if (closed_) return;
+    if (ec) {
+      Terminate("write error: " + ec.message());
+      return;
+    }
+    if (closing_) {
+      WriteNext();
+      MaybeFinishClose();
+      return;
+    }
+    if (inflight_ == 0 && draining_ && pending_.empty()) {
+      BeginClose("shutdown");
+      return;
+    }
+    if (inflight_ == 0) ArmIdle();
+    ProcessBuffered();
+    ReadMore();
+    WriteNext();
+  }
+
+  void ArmIdle() {
+    if (closed_ || closing_) return;
+    const std::uint64_t gen = ++idle_gen_;
+    timer_.expires_after(srv_.opts.limits.idle_timeout);
+    timer_.async_wait([self = shared_from_this(), gen](error_code ec) {
+      if (ec || gen != self->idle_gen_ || self->closed_) return;
+      if (self->inflight_ != 0) return;
+      LogLine(self->srv_.logger, LogLevel::kInfo, "idle_timeout")
+          .Unsigned("conn", self->id_)
+          .Str("peer", self->peer_)
+          .Str("principal", self->principal_);
+      self->BeginClose("idle timeout");
+    });
+  }
+  void disarm_idle() {
+    ++idle_gen_;
+    timer_.cancel();
+  }
+
+  void DoDrain() {
+    if (closed_) return;
+    draining_ = true;
+    if (!handshake_done_) {
+      Terminate("shutdown");
+      return;
+    }
+    if (inflight_ == 0 && pending_.empty() && !writing_) BeginClose("shutdown");
+  }
+
+  // Stops reading, lets queued and in-flight responses go out, then closes
+  // the TLS session.
+  void BeginClose(std::string reason) {
+    if (closing_ || closed_) {
+      return;
+    }
+    closing_ = true;
+    close_reason_ = std::move(reason);
+    MaybeFinishClose();
+  }
+
+  void MaybeFinishClose() {
+    if (closed_ || shutting_down_) return;
+    if (writing_ || !pending_.empty() || inflight_ != 0) return;
+    if (reading_) {
+      error_code ignored;
+      stream_.lowest_layer().cancel(ignored);  // OnRead comes back here
+      return;
+    }
+    shutting_down_ = true;
+    ++idle_gen_;
+    timer_.cancel();
+    if (read_closed_ || !handshake_done_) {
+      Terminate(close_reason_);
+      return;
+    }
+    shutdown_timer_.expires_after(kTlsShutdownTimeout);
+    shutdown_timer_.async_wait([self = shared_from_this()](error_code ec) {
+      if (!ec) self->Terminate(self->close_reason_);
+    });
+    stream_.async_shutdown([self = shared_from_this()](error_code) {
+      self->Terminate(self->close_reason_);
+    });
+  }
+
+  void Terminate(const std::string& reason) {
+    if (closed_) return;
+    closed_ = true;
+    error_code ignored;
+    timer_.cancel();
+    shutdown_timer_.cancel();
+    stream_.lowest_layer().shutdown(tcp::socket::shutdown_both, ignored);
+    stream_.lowest_layer().close(ignored);
+    {
+      std::lock_guard<std::mutex> lock(srv_.mu);
+      srv_.live.erase(id_);
+    }
+    srv_.connections.fetch_sub(1);
+    LogLine(srv_.logger, LogLevel::kInfo, "connection_closed")
+        .Unsigned("conn", id_)
+        .Str("peer", peer_)
+        .Str("principal", principal_)
+        .Str("reason", reason.empty() ? close_reason_ : reason)
+        .Unsigned("in_flight", inflight_);
+    if (srv_.draining) {
+      asio::post(srv_.ioc, [srv = &srv_] { srv->CheckDrain(); });
+    }
+  }
+
+  Server::Impl& srv_;
+  ssl::stream<tcp::socket> stream_;
+  asio::steady_timer timer_;  // handshake, then idle deadline
+  asio::steady_timer shutdown_timer_;
+  client::FrameDecoder decoder_;
+  std::array<std::uint8_t, 16384> buf_{};
+  std::size_t buf_off_ = 0;
+  std::size_t buf_len_ = 0;
+  std::deque<std::string> pending_;           // frames queued for writing
+  std::size_t pending_requests_ = 0;          // requests completed by pending_
+  std::string out_;                           // the write in progress
+  std::size_t out_requests_ = 0;
+  std::size_t inflight_ = 0;  // read and not yet written back
+  std::set<std::uint64_t> ids_;
+  std::uint64_t idle_gen_ = 0;
+  bool handshake_done_ = false;
+  bool reading_ = false;
+  bool writing_ = false;
+  bool read_closed_ = false;
+  bool draining_ = false;
+  bool closing_ = false;
+  bool shutting_down_ = false;
+  bool closed_ = false;
+  std::string close_reason_;
+  const std::uint64_t id_;
+  const std::string peer_;
+  std::string principal_;
+};
+
+Result<void> Server::Impl::SetUpTls() {
+  SSL_CTX* ctx = tls.native_handle();
+  if (SSL_CTX_set_min_proto_version(ctx, TLS1_3_VERSION) != 1 ||
+      SSL_CTX_set_max_proto_version(ctx, TLS1_3_VERSION) != 1) {
+    return Error{"cannot restrict TLS to version 1.3: " + OpenSslError()};
+  }
+  SSL_CTX_set_options(ctx, SSL_OP_NO_TICKET | SSL_OP_NO_RENEGOTIATION | SSL_OP_NO_COMPRESSION);
+  SSL_CTX_set_num_tickets(ctx, 0);
+  SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_OFF);
+  error_code ec;
+  tls.use_certificate_chain_file(opts.tls.cert, ec);
+  if (ec) return Error{"cannot load TLS certificate chain " + opts.tls.cert + ": " + ec.message()};
+  tls.use_private_key_file(opts.tls.key, ssl::context::pem, ec);
+  if (ec) return Error{"cannot load TLS private key " + opts.tls.key + ": " + ec.message()};
+  if (SSL_CTX_check_private_key(ctx) != 1) {
+    return Error{"TLS private key " + opts.tls.key + " does not match certificate " +
+                 opts.tls.cert};
+  }
+  tls.load_verify_file(opts.tls.client_ca, ec);
+  if (ec) {
+    return Error{"cannot load client CA " + opts.tls.client_ca + ": " + ec.message()};
+  }
+  if (STACK_OF(X509_NAME)* cas = SSL_load_client_CA_file(opts.tls.client_ca.c_str())) {
+    SSL_CTX_set_client_CA_list(ctx, cas);
+  }
+  ERR_clear_error();
+  tls.set_verify_mode(ssl::verify_peer | ssl::verify_fail_if_no_peer_cert);
+  if (!opts.tls.crl.empty()) {
+    BIO* bio = BIO_new_file(opts.tls.crl.c_str(), "r");
+    if (!bio) return Error{"cannot read CRL " + opts.tls.crl + ": " + OpenSslError()};
+    X509_STORE* store = SSL_CTX_get_cert_store(ctx);
+    int count = 0;
+    while (X509_CRL* crl = PEM_read_bio_X509_CRL(bio, nullptr, nullptr, nullptr)) {
+      const int added = X509_STORE_add_crl(store, crl);
+      X509_CRL_free(crl);
+      if (added != 1) {
+        BIO_free(bio);
+        return Error{"cannot add CRL from " + opts.tls.crl + ": " + OpenSslError()};
+      }
+      ++count;
+    }
+    BIO_free(bio);
+    ERR_clear_error();
+    if (count == 0) return Error{"CRL file " + opts.tls.crl + " holds no PEM X509 CRL"};
+    X509_STORE_set_flags(store, X509_V_FLAG_CRL_CHECK);
+  }
+  SSL_CTX_set_alpn_select_cb(ctx, SelectAlpn, nullptr);
+  return {};
+}
+
+Result<void> Server::Impl::Listen() {
+  error_code ec;
+  tcp::resolver resolver(ioc);
+  auto results = resolver.resolve(opts.listen_host, std::to_string(opts.listen_port),
+                                  tcp::resolver::passive | tcp::resolver::numeric_service, ec);
+  if (ec || results.empty()) {
+    return Error{"cannot resolve listen host " + opts.listen_host + ": " + ec.message()};
+  }
+  const tcp::endpoint ep = results.begin()->endpoint();
+  const std::string where = opts.listen_host + ":" + std::to_string(opts.listen_port);
+  acceptor.open(ep.protocol(), ec);
+  if (!ec) acceptor.set_option(tcp::acceptor::reuse_address(true), ec);
+  if (!ec) acceptor.bind(ep, ec);
+  if (!ec) acceptor.listen(asio::socket_base::max_listen_connections, ec);
+  if (ec) return Error{"cannot listen on " + where + ": " + ec.message()};
+  return {};
+}
+
+void Server::Impl::Accept() {
+  acceptor.async_accept(asio::make_strand(ioc), [this](error_code ec, tcp::socket socket) {
+    if (draining || !acceptor.is_open()) return;
+    if (ec) {
+      LogLine(logger, LogLevel::kWarn, "accept_failed").Str("error", ec.message());
+      // Out of descriptors and the like: back off instead of spinning.
+      accept_retry.expires_after(std::chrono::milliseconds(100));
+      accept_retry.async_wait([this](error_code e) {
+        if (!e) Accept();
+      });
+      return;
+    }
+    error_code pe;
+    const auto remote = socket.remote_endpoint(pe);
+    std::string peer = pe ? "unknown" : remote.address().to_string() + ":" +
+                                            std::to_string(remote.port());
+    if (remote.address().is_v6() && !pe) {
+      peer = "[" + remote.address().to_string() + "]:" + std::to_string(remote.port());
+    }
+    if (connections.load() >= opts.limits.max_connections) {
+      LogLine(logger, LogLevel::kWarn, "connection_refused")
+          .Str("peer", peer)
+          .Str("reason", "max-connections (" + std::to_string(opts.limits.max_connections) +
+                             ") reached");
+      error_code ignored;
+      socket.close(ignored);
+    } else {
+      const std::uint64_t id = next_conn_id++;
+      socket.set_option(tcp::no_delay(true), pe);
+      connections.fetch_add(1);
+      auto conn = std::make_shared<Connection>(*this, std::move(socket), id, peer);
+      {
+        std::lock_guard<std::mutex> lock(mu);
+        live.emplace(id, conn);
+      }
+      conn->Start();
+    }
+    Accept();
+  });
+}
+
+void Server::Impl::BeginDrain() {
+  if (draining.exchange(true)) return;
+  error_code ignored;
+  acceptor.close(ignored);
+  signals.cancel(ignored);
+  accept_retry.cancel();
+  LogLine(logger, LogLevel::kInfo, "draining")
+      .Unsigned("connections", connections.load())
+      .Num("drain_timeout_ms", opts.drain_timeout.count());
+  drain_deadline = Clock::now() + opts.drain_timeout;
+  std::vector<std::shared_ptr<Connection>> conns;
+  {
+    std::lock_guard<std::mutex> lock(mu);
+    for (auto& [id, weak] : live) {
+      if (auto c = weak.lock()) conns.push_back(std::move(c));
+    }
+  }
+  for (auto& c : conns) c->Drain();
+  drain_timer.expires_at(drain_deadline);
+  drain_timer.async_wait([this](error_code ec) {
+    if (ec) return;
+    std::vector<std::shared_ptr<Connection>> left;
+    {
+      std::lock_guard<std::mutex> lock(mu);
+      for (auto& [id, weak] : live) {
+        if (auto c = weak.lock()) left.push_back(std::move(c));
+      }
+    }
+    LogLine(logger, LogLevel::kWarn, "drain_timeout").Unsigned("connections", left.size());
+    for (auto& c : left) c->ForceClose();
+    asio::post(ioc, [this] { ioc.stop(); });
+  });
+  CheckDrain();
+}
+
+void Server::Impl::CheckDrain() {
+  if (connections.load() == 0) {
+    drain_timer.cancel();
+  }
+}
+
+Server::Server(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+
+Server::~Server() {
+  if (!impl_) return;
+  impl_->ioc.stop();
+  impl_->pool.join();
+}
+
+Result<std::unique_ptr<Server>> Server::Create(ServerOptions options, RequestHandler& handler,
+                                               Logger& logger) {
+  if (options.workers == 0 || options.io_threads == 0) {
+    return Error{"server needs at least one worker and one I/O thread"};
+  }
+  auto impl = std::make_unique<Impl>(std::move(options), handler, logger);
+  if (auto r = impl->SetUpTls(); !r) return Error{r.error()};
+  if (auto r = impl->Listen(); !r) return Error{r.error()};
+  return std::unique_ptr<Server>(new Server(std::move(impl)));
+}
+
+std::uint16_t Server::port() const {
+  error_code ec;
+  auto ep = impl_->acceptor.local_endpoint(ec);
+  return ec ? 0 : ep.port();
+}
+
+std::string Server::address() const {
+  error_code ec;
+  auto ep = impl_->acceptor.local_endpoint(ec);
+  if (ec) return impl_->opts.listen_host + ":" + std::to_string(impl_->opts.listen_port);
+  const auto addr = ep.address();
+  return (addr.is_v6() ? "[" + addr.to_string() + "]" : addr.to_string()) + ":" +
+         std::to_string(ep.port());
+}
+
+void Server::Stop() {
+  asio::post(impl_->ioc, [impl = impl_.get()] { impl->BeginDrain(); });
+}
+
+void Server::Run() {
+  Impl& d = *impl_;
+  if (d.opts.handle_signals) {
+    d.signals.add(SIGTERM);
+    d.signals.add(SIGINT);
+    d.signals.async_wait([&d](error_code ec, int signo) {
+      if (ec) return;
+      LogLine(d.logger, LogLevel::kInfo, "signal").Num("signal", signo);
+      d.BeginDrain();
+    });
+  }
+  d.Accept();
+  std::vector<std::thread> threads;
+  for (std::size_t i = 1; i < d.opts.io_threads; ++i) {
+    threads.emplace_back([&d] { d.ioc.run(); });
+  }
+  d.ioc.run();
+  for (auto& t : threads) t.join();
+  // Requests still with the workers finish (their responses have nowhere to
+  // go); the token's own timeouts bound them.
+  d.pool.join();
+  LogLine(d.logger, LogLevel::kInfo, "stopped");
+}
+
+}  // namespace custos::service
