@@ -237,10 +237,13 @@ class Connection : public std::enable_shared_from_this<Connection> {
     if (closed_) return;
     timer_.cancel();
     if (ec) {
+      std::string why = ec.message();
+      const long verify = SSL_get_verify_result(stream_.native_handle());
+      if (verify != X509_V_OK) why += std::string(": ") + X509_verify_cert_error_string(verify);
       LogLine(srv_.logger, LogLevel::kInfo, "handshake_failed")
           .Unsigned("conn", id_)
           .Str("peer", peer_)
-          .Str("error", ec.message());
+          .Str("error", why);
       Terminate("handshake failed");
       return;
     }
