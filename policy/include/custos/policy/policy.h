@@ -41,6 +41,10 @@ struct KeyRequest {
   std::string algorithm;
 };
 
+// The rule name a refusal carries when no rule allowed the request. No key
+// rule may take this name.
+inline constexpr std::string_view kDefaultDenyRule = "default-deny";
+
 struct Decision {
   bool allowed = false;
   // The rule that allowed, or that refused; "default-deny" when none matched.
@@ -53,9 +57,13 @@ class Policy {
  public:
   // Parses Protobuf text format (schema: policy/proto/custos/policy/v1/policy.proto)
   // and validates references (bindings name existing roles, patterns are
-  // well-formed, algorithm and usage names are known).
+  // well-formed, algorithm and usage names are known). Unknown fields are
+  // errors. Returns the first error found, with its 1-based line and byte
+  // column when it can be tied to a position. The rules: docs/policy.md.
   static std::variant<Policy, ParseError> Parse(std::string_view text);
 
+  // Default deny. Thread-safe (const, no shared mutable state); allocates only
+  // for the returned strings unless the policy has more than 256 roles.
   Decision Check(const KeyRequest& request) const;
   // The roles bound to a principal, for logs and `custos policy show`.
   std::vector<std::string> RolesOf(std::string_view principal) const;
@@ -74,6 +82,8 @@ class Policy {
 
 // Glob match for principal and key-name patterns: '*' matches any run of
 // characters (also empty), '?' one character; everything else literally.
+// Compares bytes (principals and key names are ASCII). Iterative, O(|pattern|
+// * |text|) in the worst case, no recursion: safe on hostile input.
 bool GlobMatch(std::string_view pattern, std::string_view text);
 
 // The principal of brief §4: the first URI SAN, else the first DNS SAN, else

@@ -1,0 +1,706 @@
+// Policy::Parse (text format + semantic validation) and Policy::Check.
+#include "custos/policy/policy.h"
+
+#include <google/protobuf/descriptor.h>
+#include <google/protobuf/io/tokenizer.h>
+#include <google/protobuf/io/zero_copy_stream_impl_lite.h>
+#include <google/protobuf/text_format.h>
+
+#include <algorithm>
+#include <array>
+#include <climits>
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <unordered_map>
+#include <utility>
+
+#include "custos/policy/v1/policy.pb.h"
+#include "source_text.h"
+
+namespace custos::policy {
+namespace {
+
+namespace pb = ::custos::policy::v1;
+using ::custos::policy::internal::Position;
+using ::custos::policy::internal::SourceText;
+using ::google::protobuf::Descriptor;
+using ::google::protobuf::FieldDescriptor;
+using ::google::protobuf::TextFormat;
+using ParseInfoTree = ::google::protobuf::TextFormat::ParseInfoTree;
+
+// A policy is written by people; anything this large is a mistake, and the
+// bound keeps the text within protobuf's int-sized streams.
+constexpr std::size_t kMaxPolicyBytes = 4 << 20;
+
+// Our own name tables: policy/ depends on nothing of ours (see
+// pkcs11/include/custos/pkcs11/algorithms.h for the same names).
+constexpr std::array<std::string_view, 5> kUsages = {"code-signing", "ca", "ssh-ca", "timestamping",
+                                                     "audit"};
+constexpr std::array<std::string_view, 9> kSignAlgorithms = {
+    "ecdsa-p256-sha256", "ecdsa-p384-sha384", "rsa-pkcs1-sha256",
+    "rsa-pkcs1-sha384",  "rsa-pkcs1-sha512",  "rsa-pss-sha256",
+    "rsa-pss-sha384",    "rsa-pss-sha512",    "ed25519"};
+constexpr std::array<std::string_view, 6> kKeyTypes = {"ec-p256",  "ec-p384",  "rsa-2048",
+                                                       "rsa-3072", "rsa-4096", "ed25519"};
+
+template <std::size_t N>
+bool Contains(const std::array<std::string_view, N>& names, std::string_view name) {
+  return std::find(names.begin(), names.end(), name) != names.end();
+}
+
+template <std::size_t N>
+std::string JoinNames(const std::array<std::string_view, N>& names) {
+  std::string out;
+  for (auto name : names) {
+    if (!out.empty()) out += ", ";
+    out += name;
+  }
+  return out;
+}
+
+// [a-z0-9][a-z0-9._-]{0,63}: role and key rule names (and key names).
+bool IsValidName(std::string_view name) {
+  if (name.empty() || name.size() > 64) return false;
+  auto lower_or_digit = [](char c) { return (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9'); };
+  if (!lower_or_digit(name[0])) return false;
+  return std::all_of(name.begin() + 1, name.end(),
+                     [&](char c) { return lower_or_digit(c) || c == '.' || c == '_' || c == '-'; });
+}
+
+// Key patterns may use the key-name alphabet plus the two wildcards; anything
+// else could never match a key and would silently narrow access.
+bool IsValidKeyPattern(std::string_view pattern) {
+  return !pattern.empty() && std::all_of(pattern.begin(), pattern.end(), [](char c) {
+    return (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '.' || c == '_' || c == '-' ||
+           c == '*' || c == '?';
+  });
+}
+
+bool HasControlCharacter(std::string_view s) {
+  return std::any_of(s.begin(), s.end(), [](char c) {
+    const auto u = static_cast<unsigned char>(c);
+    return u < 0x20 || u == 0x7f;
+  });
+}
+
+// Request fields end up in logs and must not be able to forge lines: bytes
+// outside printable ASCII, '"' and '\\' are escaped.
+void AppendEscaped(std::string& out, std::string_view s) {
+  static constexpr char kHex[] = "0123456789abcdef";
+  for (char c : s) {
+    const auto u = static_cast<unsigned char>(c);
+    if (c == '"' || c == '\\') {
+      out += '\\';
+      out += c;
+    } else if (u < 0x20 || u >= 0x7f) {
+      out += "\\x";
+      out += kHex[u >> 4];
+      out += kHex[u & 0xf];
+    } else {
+      out += c;
+    }
+  }
+}
+
+void AppendQuoted(std::string& out, std::string_view s) {
+  out += '"';
+  AppendEscaped(out, s);
+  out += '"';
+}
+
+std::string Quoted(std::string_view s) {
+  std::string out;
+  AppendQuoted(out, s);
+  return out;
+}
+
+// Keeps the first error protobuf reports (the parser stops there anyway).
+class FirstErrorCollector final : public ::google::protobuf::io::ErrorCollector {
+ public:
+  void AddError(int line, ::google::protobuf::io::ColumnNumber column,
+                const std::string& message) override {
+    if (error_) return;
+    error_ = Error{line, column, message};
+  }
+  void AddWarning(int, ::google::protobuf::io::ColumnNumber, const std::string&) override {}
+
+  struct Error {
+    int line;
+    int column;
+    std::string message;
+  };
+  const std::optional<Error>& error() const { return error_; }
+
+ private:
+  std::optional<Error> error_;
+};
+
+// A set of role indices. Inline for up to 256 roles, so that Check does not
+// allocate for any policy a person is likely to write.
+class RoleSet {
+ public:
+  explicit RoleSet(std::size_t role_count) {
+    const std::size_t words = (role_count + 63) / 64;
+    if (words > inline_.size()) heap_.assign(words, 0);
+  }
+  void Add(std::uint32_t role) { words()[role / 64] |= std::uint64_t{1} << (role % 64); }
+  bool Has(std::uint32_t role) const {
+    return (words()[role / 64] >> (role % 64)) & std::uint64_t{1};
+  }
+
+ private:
+  std::uint64_t* words() { return heap_.empty() ? inline_.data() : heap_.data(); }
+  const std::uint64_t* words() const { return heap_.empty() ? inline_.data() : heap_.data(); }
+
+  std::array<std::uint64_t, 4> inline_{};
+  std::vector<std::uint64_t> heap_;
+};
+
+unsigned OperationBit(Operation op) { return 1u << static_cast<unsigned>(op); }
+
+}  // namespace
+
+std::string ParseError::ToString(std::string_view file_name) const {
+  std::string out(file_name);
+  if (line > 0) {
+    out += ':' + std::to_string(line);
+    if (column > 0) out += ':' + std::to_string(column);
+  }
+  out += ": ";
+  out += message;
+  return out;
+}
+
+std::string_view OperationName(Operation op) {
+  switch (op) {
+    case Operation::kSign:
+      return "sign";
+    case Operation::kCreate:
+      return "create";
+    case Operation::kRead:
+      return "read";
+  }
+  return "unknown";
+}
+
+namespace internal {
+
+// The validated policy in the form Check walks: role names resolved to ids.
+struct CompiledPolicy {
+  struct Binding {
+    std::string principal;  // glob
+    std::vector<std::uint32_t> roles;
+  };
+  struct Rule {
+    std::string name;
+    std::vector<std::uint32_t> roles;
+    unsigned operations = 0;        // OperationBit()s
+    std::vector<std::string> keys;  // globs
+    bool any_usage = false;
+    std::vector<std::string> usages;
+    bool any_algorithm = false;
+    std::vector<std::string> algorithms;
+  };
+
+  std::uint64_t version = 0;
+  std::vector<std::string> roles;  // declaration order; index = role id
+  std::vector<Binding> bindings;
+  std::vector<Rule> rules;  // file order: the first allowing rule decides
+
+  RoleSet RolesFor(std::string_view principal) const {
+    RoleSet set(roles.size());
+    for (const auto& binding : bindings) {
+      if (!GlobMatch(binding.principal, principal)) continue;
+      for (auto role : binding.roles) set.Add(role);
+    }
+    return set;
+  }
+};
+
+}  // namespace internal
+
+struct Policy::Impl : internal::CompiledPolicy {};
+
+namespace {
+
+// Semantic validation of a parsed PolicyFile into Policy::Impl. Every error
+// carries the position of the offending value when the ParseInfoTree has it.
+class Compiler {
+ public:
+  Compiler(const SourceText& source, const ParseInfoTree& tree) : source_(source), tree_(tree) {}
+
+  std::optional<ParseError> Compile(const pb::PolicyFile& file, internal::CompiledPolicy& impl);
+
+ private:
+  // Position of the index-th value of `field` (index -1 for a singular field)
+  // in the message described by `tree`. For a message-typed field, the
+  // position of its name (or of its element in a `[...]` list).
+  Position Locate(const ParseInfoTree* tree, const FieldDescriptor* field, int index) const;
+
+  ParseError ErrorAt(Position pos, std::string message) const {
+    return ParseError{pos.line, pos.column, std::move(message)};
+  }
+
+  std::string DeclaredRoles() const {
+    if (role_ids_.empty()) return "no roles are declared";
+    std::string out = "declared roles: ";
+    for (std::size_t i = 0; i < impl_roles_->size(); ++i) {
+      if (i > 0) out += ", ";
+      out += (*impl_roles_)[i];
+    }
+    return out;
+  }
+
+  std::optional<ParseError> CompileRoles(const pb::PolicyFile& file,
+                                         internal::CompiledPolicy& impl);
+  std::optional<ParseError> CompileBindings(const pb::PolicyFile& file,
+                                            internal::CompiledPolicy& impl);
+  std::optional<ParseError> CompileRules(const pb::PolicyFile& file,
+                                         internal::CompiledPolicy& impl);
+
+  // Resolves the role names of repeated field `field` in `tree` to ids
+  // (sorted, without duplicates); `what` names the owner in messages
+  // ("binding for \"p\""). `names` must not be empty.
+  std::optional<ParseError> ResolveRoles(
+      const google::protobuf::RepeatedPtrField<std::string>& names, const ParseInfoTree* tree,
+      const FieldDescriptor* field, const std::string& what, std::vector<std::uint32_t>& out) const;
+
+  const SourceText& source_;
+  const ParseInfoTree& tree_;
+  std::vector<std::pair<std::string_view, std::uint32_t>> role_ids_;  // sorted by name
+  const std::vector<std::string>* impl_roles_ = nullptr;
+};
+
+Position Compiler::Locate(const ParseInfoTree* tree, const FieldDescriptor* field,
+                          int index) const {
+  if (tree == nullptr || field == nullptr) return Position{};
+  const bool is_message = field->type() == FieldDescriptor::TYPE_MESSAGE;
+  if (!field->is_repeated()) {
+    const auto loc = tree->GetLocation(field, -1);
+    if (loc.line < 0) return Position{};
+    if (is_message) return source_.FromProtobuf(loc.line, loc.column);
+    const auto values = source_.ValueOffsets(source_.OffsetOf(loc.line, loc.column));
+    return source_.PositionOf(values.empty() ? source_.OffsetOf(loc.line, loc.column) : values[0]);
+  }
+  // The ParseInfoTree records one location per occurrence of the field, and a
+  // `field: [a, b]` list is one occurrence: count the values in each.
+  Position first{};
+  int seen = 0;
+  for (int j = 0;; ++j) {
+    const auto loc = tree->GetLocation(field, j);
+    if (loc.line < 0) break;
+    const std::size_t start = source_.OffsetOf(loc.line, loc.column);
+    if (j == 0) first = source_.PositionOf(start);
+    bool is_list = false;
+    const auto values = source_.ValueOffsets(start, &is_list);
+    if (index < seen + static_cast<int>(values.size())) {
+      const auto offset = values[static_cast<std::size_t>(index - seen)];
+      // `role { ... }` points at "role"; a list element at the element.
+      return source_.PositionOf(is_message && !is_list ? start : offset);
+    }
+    seen += static_cast<int>(values.size());
+  }
+  return first;
+}
+
+std::optional<ParseError> Compiler::Compile(const pb::PolicyFile& file,
+                                            internal::CompiledPolicy& impl) {
+  const Descriptor* d = pb::PolicyFile::descriptor();
+  if (file.version() == 0) {
+    return ErrorAt(Locate(&tree_, d->FindFieldByName("version"), -1),
+                   "missing \"version\": set version: 1 and increase it with every change");
+  }
+  impl.version = file.version();
+  if (auto error = CompileRoles(file, impl)) return error;
+  if (auto error = CompileBindings(file, impl)) return error;
+  return CompileRules(file, impl);
+}
+
+std::optional<ParseError> Compiler::CompileRoles(const pb::PolicyFile& file,
+                                                 internal::CompiledPolicy& impl) {
+  const FieldDescriptor* role_field = pb::PolicyFile::descriptor()->FindFieldByName("role");
+  const FieldDescriptor* name_field = pb::Role::descriptor()->FindFieldByName("name");
+  impl_roles_ = &impl.roles;
+  // Views into `file`, which outlives this function's use of them.
+  std::unordered_map<std::string_view, int> first_index;
+  for (int i = 0; i < file.role_size(); ++i) {
+    const pb::Role& role = file.role(i);
+    const ParseInfoTree* tree = tree_.GetTreeForNested(role_field, i);
+    auto at = [&] { return Locate(&tree_, role_field, i); };
+    if (role.name().empty()) return ErrorAt(at(), "role has no name");
+    const Position name_at = Locate(tree, name_field, -1);
+    if (!IsValidName(role.name())) {
+      return ErrorAt(name_at, "role name " + Quoted(role.name()) +
+                                  " is not valid: use 1 to 64 characters from [a-z0-9._-], "
+                                  "starting with a letter or digit");
+    }
+    if (auto [it, inserted] = first_index.emplace(role.name(), i); !inserted) {
+      const Position first = Locate(tree_.GetTreeForNested(role_field, it->second), name_field, -1);
+      return ErrorAt(name_at, "duplicate role " + Quoted(role.name()) +
+                                  " (first declared at line " + std::to_string(first.line) + ")");
+    }
+    impl.roles.push_back(role.name());
+  }
+  for (std::size_t i = 0; i < impl.roles.size(); ++i) {
+    role_ids_.emplace_back(impl.roles[i], static_cast<std::uint32_t>(i));
+  }
+  std::sort(role_ids_.begin(), role_ids_.end());
+  return std::nullopt;
+}
+
+std::optional<ParseError> Compiler::ResolveRoles(
+    const google::protobuf::RepeatedPtrField<std::string>& names, const ParseInfoTree* tree,
+    const FieldDescriptor* field, const std::string& what, std::vector<std::uint32_t>& out) const {
+  for (int i = 0; i < names.size(); ++i) {
+    const std::string& name = names[i];
+    auto it = std::lower_bound(role_ids_.begin(), role_ids_.end(),
+                               std::pair<std::string_view, std::uint32_t>(name, 0));
+    if (it == role_ids_.end() || it->first != name) {
+      return ErrorAt(Locate(tree, field, i),
+                     what + " names unknown role " + Quoted(name) + " (" + DeclaredRoles() + ")");
+    }
+    out.push_back(it->second);
+  }
+  std::sort(out.begin(), out.end());
+  out.erase(std::unique(out.begin(), out.end()), out.end());
+  return std::nullopt;
+}
+
+std::optional<ParseError> Compiler::CompileBindings(const pb::PolicyFile& file,
+                                                    internal::CompiledPolicy& impl) {
+  const FieldDescriptor* binding_field = pb::PolicyFile::descriptor()->FindFieldByName("binding");
+  const Descriptor* d = pb::Binding::descriptor();
+  const FieldDescriptor* principal_field = d->FindFieldByName("principal");
+  const FieldDescriptor* roles_field = d->FindFieldByName("roles");
+  for (int i = 0; i < file.binding_size(); ++i) {
+    const pb::Binding& binding = file.binding(i);
+    const ParseInfoTree* tree = tree_.GetTreeForNested(binding_field, i);
+    auto at = [&] { return Locate(&tree_, binding_field, i); };
+    if (binding.principal().empty()) {
+      return ErrorAt(at(), "binding has no principal pattern (use \"*\" to match every principal)");
+    }
+    if (HasControlCharacter(binding.principal())) {
+      return ErrorAt(Locate(tree, principal_field, -1), "binding principal pattern " +
+                                                            Quoted(binding.principal()) +
+                                                            " contains a control character");
+    }
+    const std::string what = "binding for " + Quoted(binding.principal());
+    if (binding.roles().empty()) return ErrorAt(at(), what + " names no roles");
+    internal::CompiledPolicy::Binding compiled;
+    compiled.principal = binding.principal();
+    if (auto error = ResolveRoles(binding.roles(), tree, roles_field, what, compiled.roles)) {
+      return error;
+    }
+    impl.bindings.push_back(std::move(compiled));
+  }
+  return std::nullopt;
+}
+
+std::optional<ParseError> Compiler::CompileRules(const pb::PolicyFile& file,
+                                                 internal::CompiledPolicy& impl) {
+  const FieldDescriptor* rule_field = pb::PolicyFile::descriptor()->FindFieldByName("key_rule");
+  const Descriptor* d = pb::KeyRule::descriptor();
+  const FieldDescriptor* name_field = d->FindFieldByName("name");
+  const FieldDescriptor* roles_field = d->FindFieldByName("roles");
+  const FieldDescriptor* operations_field = d->FindFieldByName("operations");
+  const FieldDescriptor* keys_field = d->FindFieldByName("keys");
+  const FieldDescriptor* usages_field = d->FindFieldByName("usages");
+  const FieldDescriptor* algorithms_field = d->FindFieldByName("algorithms");
+  std::unordered_map<std::string_view, int> first_index;  // views into `file`
+
+  for (int i = 0; i < file.key_rule_size(); ++i) {
+    const pb::KeyRule& rule = file.key_rule(i);
+    const ParseInfoTree* tree = tree_.GetTreeForNested(rule_field, i);
+    auto at = [&] { return Locate(&tree_, rule_field, i); };
+    if (rule.name().empty()) return ErrorAt(at(), "key_rule has no name");
+    const Position name_at = Locate(tree, name_field, -1);
+    if (!IsValidName(rule.name())) {
+      return ErrorAt(name_at, "key_rule name " + Quoted(rule.name()) +
+                                  " is not valid: use 1 to 64 characters from [a-z0-9._-], "
+                                  "starting with a letter or digit");
+    }
+    if (rule.name() == kDefaultDenyRule) {
+      return ErrorAt(name_at, "key_rule name \"default-deny\" is reserved for refusals");
+    }
+    if (auto [it, inserted] = first_index.emplace(rule.name(), i); !inserted) {
+      const Position first = Locate(tree_.GetTreeForNested(rule_field, it->second), name_field, -1);
+      return ErrorAt(name_at, "duplicate key_rule name " + Quoted(rule.name()) +
+                                  " (first defined at line " + std::to_string(first.line) + ")");
+    }
+    const std::string what = "key_rule " + Quoted(rule.name());
+
+    internal::CompiledPolicy::Rule compiled;
+    compiled.name = rule.name();
+    if (rule.roles().empty()) return ErrorAt(at(), what + " names no roles");
+    if (auto error = ResolveRoles(rule.roles(), tree, roles_field, what, compiled.roles)) {
+      return error;
+    }
+
+    if (rule.operations().empty()) {
+      return ErrorAt(at(), what + " lists no operations (use SIGN, CREATE or READ)");
+    }
+    for (int j = 0; j < rule.operations_size(); ++j) {
+      switch (rule.operations(j)) {
+        case pb::SIGN:
+          compiled.operations |= OperationBit(Operation::kSign);
+          break;
+        case pb::CREATE:
+          compiled.operations |= OperationBit(Operation::kCreate);
+          break;
+        case pb::READ:
+          compiled.operations |= OperationBit(Operation::kRead);
+          break;
+        default:
+          return ErrorAt(Locate(tree, operations_field, j),
+                         what + " lists operation " +
+                             (rule.operations(j) == pb::OPERATION_UNSPECIFIED
+                                  ? std::string("OPERATION_UNSPECIFIED")
+                                  : std::to_string(rule.operations(j))) +
+                             "; use SIGN, CREATE or READ");
+      }
+    }
+
+    if (rule.keys().empty()) {
+      return ErrorAt(at(), what + " lists no keys (use keys: \"*\" for every key)");
+    }
+    for (int j = 0; j < rule.keys_size(); ++j) {
+      const std::string& pattern = rule.keys(j);
+      if (pattern.empty()) {
+        return ErrorAt(Locate(tree, keys_field, j), what + " has an empty key pattern");
+      }
+      if (!IsValidKeyPattern(pattern)) {
+        return ErrorAt(Locate(tree, keys_field, j),
+                       what + " key pattern " + Quoted(pattern) +
+                           " can never match: key names use only [a-z0-9._-], "
+                           "with '*' and '?' as wildcards");
+      }
+      compiled.keys.push_back(pattern);
+    }
+
+    if (rule.usages().empty()) {
+      return ErrorAt(at(),
+                     what + " lists no usages (use \"*\" or one of " + JoinNames(kUsages) + ")");
+    }
+    for (int j = 0; j < rule.usages_size(); ++j) {
+      const std::string& usage = rule.usages(j);
+      if (usage == "*") {
+        compiled.any_usage = true;
+      } else if (Contains(kUsages, usage)) {
+        compiled.usages.push_back(usage);
+      } else {
+        return ErrorAt(Locate(tree, usages_field, j), what + " names unknown usage " +
+                                                          Quoted(usage) + " (known: *, " +
+                                                          JoinNames(kUsages) + ")");
+      }
+    }
+
+    if (rule.algorithms().empty()) {
+      return ErrorAt(at(), what +
+                               " lists no algorithms (use \"*\" or signing algorithm and key "
+                               "type names)");
+    }
+    bool names_sign_algorithm = false;
+    bool names_key_type = false;
+    for (int j = 0; j < rule.algorithms_size(); ++j) {
+      const std::string& algorithm = rule.algorithms(j);
+      const bool is_sign = Contains(kSignAlgorithms, algorithm);
+      const bool is_type = Contains(kKeyTypes, algorithm);
+      if (algorithm == "*") {
+        compiled.any_algorithm = true;
+      } else if (is_sign || is_type) {
+        compiled.algorithms.push_back(algorithm);
+        names_sign_algorithm |= is_sign;
+        names_key_type |= is_type;
+      } else {
+        return ErrorAt(Locate(tree, algorithms_field, j),
+                       what + " names unknown algorithm " + Quoted(algorithm) +
+                           " (signing algorithms: " + JoinNames(kSignAlgorithms) +
+                           "; key types: " + JoinNames(kKeyTypes) + ")");
+      }
+    }
+    // A rule that allows SIGN but names only key types (or CREATE and only
+    // signing algorithms) could never allow that operation: a typo, not intent.
+    if (!compiled.any_algorithm) {
+      if ((compiled.operations & OperationBit(Operation::kSign)) && !names_sign_algorithm) {
+        return ErrorAt(Locate(tree, algorithms_field, 0),
+                       what + " allows SIGN but names no signing algorithm (e.g. " +
+                           std::string(kSignAlgorithms[0]) + ") or \"*\"");
+      }
+      if ((compiled.operations & OperationBit(Operation::kCreate)) && !names_key_type) {
+        return ErrorAt(Locate(tree, algorithms_field, 0),
+                       what + " allows CREATE but names no key type (e.g. " +
+                           std::string(kKeyTypes[0]) + ") or \"*\"");
+      }
+    }
+
+    impl.rules.push_back(std::move(compiled));
+  }
+  return std::nullopt;
+}
+
+}  // namespace
+
+Policy::Policy(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+Policy::Policy(Policy&&) noexcept = default;
+Policy& Policy::operator=(Policy&&) noexcept = default;
+Policy::~Policy() = default;
+
+std::variant<Policy, ParseError> Policy::Parse(std::string_view text) {
+  if (text.size() > kMaxPolicyBytes) {
+    return ParseError{0, 0,
+                      "policy is " + std::to_string(text.size()) + " bytes; the limit is " +
+                          std::to_string(kMaxPolicyBytes) + " bytes"};
+  }
+  const SourceText source(text);
+  pb::PolicyFile file;
+  ParseInfoTree tree;
+  FirstErrorCollector errors;
+  TextFormat::Parser parser;
+  parser.RecordErrorsTo(&errors);
+  parser.WriteLocationsTo(&tree);
+  parser.AllowUnknownField(false);
+  parser.AllowUnknownExtension(false);
+  parser.AllowFieldNumber(false);
+  ::google::protobuf::io::ArrayInputStream input(text.data(), static_cast<int>(text.size()));
+  if (!parser.Parse(&input, &file)) {
+    if (!errors.error()) return ParseError{0, 0, "policy text is not valid Protobuf text format"};
+    const auto& e = *errors.error();
+    // Protobuf reports an unknown field or enum value, or a repeated singular
+    // field, at the token after it; point at the token the message quotes.
+    std::size_t offset = source.OffsetOf(e.line, e.column);
+    const std::string_view message(e.message);
+    const bool reported_late =
+        message.find("has no field named") != std::string_view::npos ||
+        message.find("Unknown enumeration value") != std::string_view::npos ||
+        message.find("specified multiple times") != std::string_view::npos;
+    for (std::size_t open = reported_late ? message.find('"') : std::string_view::npos;
+         open != std::string_view::npos;) {
+      const std::size_t close = message.find('"', open + 1);
+      if (close == std::string_view::npos) break;
+      const std::size_t moved =
+          source.TokenBefore(offset, message.substr(open + 1, close - open - 1));
+      if (moved != offset) {
+        offset = moved;
+        break;
+      }
+      open = message.find('"', close + 1);
+    }
+    const Position pos = e.line < 0 ? Position{} : source.PositionOf(offset);
+    return ParseError{pos.line, pos.column, e.message};
+  }
+
+  auto impl = std::make_unique<Impl>();
+  Compiler compiler(source, tree);
+  if (auto error = compiler.Compile(file, *impl)) return *std::move(error);
+  return Policy(std::move(impl));
+}
+
+std::uint64_t Policy::version() const { return impl_->version; }
+
+std::vector<std::string> Policy::RolesOf(std::string_view principal) const {
+  std::vector<std::string> out;
+  if (principal.empty()) return out;
+  const RoleSet set = impl_->RolesFor(principal);
+  for (std::uint32_t i = 0; i < impl_->roles.size(); ++i) {
+    if (set.Has(i)) out.push_back(impl_->roles[i]);
+  }
+  return out;
+}
+
+Decision Policy::Check(const KeyRequest& request) const {
+  const Impl& impl = *impl_;
+  const bool needs_algorithm = request.operation != Operation::kRead;
+  auto deny = [](std::string reason) {
+    return Decision{false, std::string(kDefaultDenyRule), std::move(reason)};
+  };
+  if (request.principal.empty()) {
+    return deny("request has no principal (the client certificate has no URI SAN, DNS SAN or CN)");
+  }
+  if (request.key_name.empty()) return deny("request names no key");
+  if (needs_algorithm && request.algorithm.empty()) {
+    return deny(std::string("request to ") + std::string(OperationName(request.operation)) +
+                " names no algorithm");
+  }
+
+  const RoleSet roles = impl.RolesFor(request.principal);
+  const unsigned op_bit = OperationBit(request.operation);
+  const internal::CompiledPolicy::Rule* usage_miss = nullptr;
+  const internal::CompiledPolicy::Rule* algorithm_miss = nullptr;
+  for (const auto& rule : impl.rules) {
+    if ((rule.operations & op_bit) == 0) continue;
+    auto role = std::find_if(rule.roles.begin(), rule.roles.end(),
+                             [&](std::uint32_t r) { return roles.Has(r); });
+    if (role == rule.roles.end()) continue;
+    if (std::none_of(rule.keys.begin(), rule.keys.end(),
+                     [&](const std::string& k) { return GlobMatch(k, request.key_name); })) {
+      continue;
+    }
+    if (!rule.any_usage &&
+        std::find(rule.usages.begin(), rule.usages.end(), request.key_usage) == rule.usages.end()) {
+      if (usage_miss == nullptr) usage_miss = &rule;
+      continue;
+    }
+    if (needs_algorithm && !rule.any_algorithm &&
+        std::find(rule.algorithms.begin(), rule.algorithms.end(), request.algorithm) ==
+            rule.algorithms.end()) {
+      if (algorithm_miss == nullptr) algorithm_miss = &rule;
+      continue;
+    }
+    std::string reason = "allowed by key_rule ";
+    AppendQuoted(reason, rule.name);
+    reason += " for role ";
+    AppendQuoted(reason, impl.roles[*role]);
+    return Decision{true, rule.name, std::move(reason)};
+  }
+
+  // Refusal: say what was asked and what is missing.
+  std::string reason = "principal ";
+  AppendQuoted(reason, request.principal);
+  reason += " (roles: ";
+  bool any_role = false;
+  for (std::uint32_t i = 0; i < impl.roles.size(); ++i) {
+    if (!roles.Has(i)) continue;
+    if (any_role) reason += ", ";
+    reason += impl.roles[i];
+    any_role = true;
+  }
+  if (!any_role) reason += "none";
+  reason += ") has no rule allowing ";
+  reason += OperationName(request.operation);
+  reason += " on key ";
+  AppendQuoted(reason, request.key_name);
+  reason += " (usage ";
+  if (request.key_usage.empty()) {
+    reason += "none";
+  } else {
+    AppendEscaped(reason, request.key_usage);
+  }
+  reason += ")";
+  if (needs_algorithm) {
+    reason += " with ";
+    AppendEscaped(reason, request.algorithm);
+  }
+  auto join = [](const std::vector<std::string>& names) {
+    std::string out;
+    for (const auto& n : names) {
+      if (!out.empty()) out += ", ";
+      out += n;
+    }
+    return out;
+  };
+  if (!any_role) {
+    reason += "; no binding matches this principal";
+  } else if (usage_miss != nullptr) {
+    reason += "; key_rule ";
+    AppendQuoted(reason, usage_miss->name);
+    reason += " allows usages " + join(usage_miss->usages) + " only";
+  } else if (algorithm_miss != nullptr) {
+    reason += "; key_rule ";
+    AppendQuoted(reason, algorithm_miss->name);
+    reason += " allows " + join(algorithm_miss->algorithms) + " only";
+  }
+  return deny(std::move(reason));
+}
+
+}  // namespace custos::policy
