@@ -41,7 +41,9 @@ std::string JsonString(std::string_view s);
 class JsonObject {
  public:
   JsonObject& Add(std::string_view key, std::string_view value);
-  JsonObject& Add(std::string_view key, const char* value) { return Add(key, std::string_view(value)); }
+  JsonObject& Add(std::string_view key, const char* value) {
+    return Add(key, std::string_view(value));
+  }
   JsonObject& Add(std::string_view key, std::int64_t value);
   JsonObject& AddBool(std::string_view key, bool value);
   // `json` must already be valid JSON (an object or array built here).

@@ -124,7 +124,8 @@ std::optional<Failure> Invocation::Call(v1::Request request, v1::Response* respo
     const auto& e = result.error();
     return Failure{e.code() == ErrorCode::kInvalidConfig ? kExitUsage : kExitConnect, e.message()};
   }
-  if (result->status().code() != v1::OK) return Failure{kExitRefused, RefusalText(result->status())};
+  if (result->status().code() != v1::OK)
+    return Failure{kExitRefused, RefusalText(result->status())};
   *response = std::move(result).value();
   return std::nullopt;
 }
@@ -301,13 +302,13 @@ std::optional<Failure> Verify(Invocation& inv, int* exit_code) {
   const AlgorithmInfo* alg = nullptr;
   if (auto f = ChooseAlgorithm(inv, key_label, key_type, &alg)) return f;
   const bool rsa_key = key_type.rfind("rsa-", 0) == 0;
-  const bool fits = (alg->family == SigFamily::kEd25519 && key_type == "ed25519") ||
-                    ((alg->family == SigFamily::kRsaPkcs1 || alg->family == SigFamily::kRsaPss) &&
-                     rsa_key) ||
-                    (alg->family == SigFamily::kEcdsa && OnlyAlgorithmFor(key_type) == alg);
+  const bool fits =
+      (alg->family == SigFamily::kEd25519 && key_type == "ed25519") ||
+      ((alg->family == SigFamily::kRsaPkcs1 || alg->family == SigFamily::kRsaPss) && rsa_key) ||
+      (alg->family == SigFamily::kEcdsa && OnlyAlgorithmFor(key_type) == alg);
   if (!fits) {
-    return Usage("algorithm " + std::string(alg->name) + " does not fit key " + key_label +
-                 " (" + key_type + ")");
+    return Usage("algorithm " + std::string(alg->name) + " does not fit key " + key_label + " (" +
+                 key_type + ")");
   }
   std::string sig;
   if (auto f = ReadSmallFile(inv.sig, 64 * 1024, "a signature file", &sig)) return f;
@@ -324,8 +325,8 @@ std::optional<Failure> Verify(Invocation& inv, int* exit_code) {
     std::printf("signature OK: %s signed by %s (%s)\n", inv.in.c_str(), key_label.c_str(),
                 alg->name);
   } else {
-    std::fprintf(stderr, "custos: signature did not verify: %s, %s, key %s (%s)\n",
-                 inv.sig.c_str(), inv.in.c_str(), key_label.c_str(), alg->name);
+    std::fprintf(stderr, "custos: signature did not verify: %s, %s, key %s (%s)\n", inv.sig.c_str(),
+                 inv.in.c_str(), key_label.c_str(), alg->name);
   }
   return std::nullopt;
 }
@@ -344,13 +345,14 @@ std::optional<Failure> Ping(Invocation& inv) {
   if (inv.json) {
     char rtt[32];
     std::snprintf(rtt, sizeof rtt, "%.3f", rtt_ms);
-    std::printf("%s\n", JsonObject()
-                            .Add("server", inv.config.server)
-                            .Add("server_version", resp.ping().server_version())
-                            .Add("uptime_seconds", static_cast<std::int64_t>(resp.ping().uptime_seconds()))
-                            .AddRaw("rtt_ms", rtt)
-                            .str()
-                            .c_str());
+    std::printf("%s\n",
+                JsonObject()
+                    .Add("server", inv.config.server)
+                    .Add("server_version", resp.ping().server_version())
+                    .Add("uptime_seconds", static_cast<std::int64_t>(resp.ping().uptime_seconds()))
+                    .AddRaw("rtt_ms", rtt)
+                    .str()
+                    .c_str());
   } else {
     std::printf("custosd %s at %s: up %llu s, round trip %.3f ms\n",
                 resp.ping().server_version().c_str(), inv.config.server.c_str(),

@@ -225,7 +225,8 @@ std::optional<Failure> VerifyFile(EVP_PKEY* key, const AlgorithmInfo& alg, const
   }
   if (alg.family == SigFamily::kRsaPkcs1 || alg.family == SigFamily::kRsaPss) {
     const bool pss = alg.family == SigFamily::kRsaPss;
-    bool ok = EVP_PKEY_CTX_set_rsa_padding(pctx, pss ? RSA_PKCS1_PSS_PADDING : RSA_PKCS1_PADDING) == 1;
+    bool ok =
+        EVP_PKEY_CTX_set_rsa_padding(pctx, pss ? RSA_PKCS1_PSS_PADDING : RSA_PKCS1_PADDING) == 1;
     if (ok && pss) {
       ok = EVP_PKEY_CTX_set_rsa_pss_saltlen(pctx, RSA_PSS_SALTLEN_DIGEST) == 1 &&
            EVP_PKEY_CTX_set_rsa_mgf1_md_name(pctx, alg.digest, nullptr) == 1;

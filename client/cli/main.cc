@@ -74,9 +74,9 @@ po::options_description ConnectionOptions(Settings* s, bool with_key) {
 }
 
 bool TakesValue(std::string_view option) {
-  static const std::set<std::string_view> kValued = {
-      "--config", "--server", "--cert", "--key", "--tls-key", "--ca", "--server-name",
-      "--timeout-ms"};
+  static const std::set<std::string_view> kValued = {"--config",      "--server",    "--cert",
+                                                     "--key",         "--tls-key",   "--ca",
+                                                     "--server-name", "--timeout-ms"};
   return kValued.count(option) > 0;
 }
 
@@ -129,11 +129,12 @@ int Run(int argc, char** argv) {
   Settings global, local;
   po::variables_map global_vm, local_vm;
   try {
-    po::store(po::command_line_parser(global_args)
-                  .options(ConnectionOptions(&global, /*with_key=*/true))
-                  .style(po::command_line_style::unix_style ^ po::command_line_style::allow_guessing)
-                  .run(),
-              global_vm);
+    po::store(
+        po::command_line_parser(global_args)
+            .options(ConnectionOptions(&global, /*with_key=*/true))
+            .style(po::command_line_style::unix_style ^ po::command_line_style::allow_guessing)
+            .run(),
+        global_vm);
     po::notify(global_vm);
   } catch (const po::error& e) {
     return UsageError(e.what());
@@ -167,11 +168,9 @@ int Run(int argc, char** argv) {
   Invocation inv;
   po::options_description local_desc = ConnectionOptions(&local, !key_is_signing_key);
   if (key_is_signing_key) local_desc.add_options()("key", po::value(&inv.key_name));
-  local_desc.add_options()("type", po::value(&inv.type))(
-      "usage", po::value(&inv.usage))("out", po::value(&inv.out))(
-      "algorithm", po::value(&inv.algorithm))("in", po::value(&inv.in))(
-      "sig", po::value(&inv.sig))("pubkey", po::value(&inv.pubkey))(
-      "args", po::value(&inv.args));
+  local_desc.add_options()("type", po::value(&inv.type))("usage", po::value(&inv.usage))(
+      "out", po::value(&inv.out))("algorithm", po::value(&inv.algorithm))("in", po::value(&inv.in))(
+      "sig", po::value(&inv.sig))("pubkey", po::value(&inv.pubkey))("args", po::value(&inv.args));
   po::positional_options_description positional;
   positional.add("args", -1);
   try {
@@ -184,8 +183,8 @@ int Run(int argc, char** argv) {
             .style(po::command_line_style::unix_style ^ po::command_line_style::allow_guessing)
             .run();
     static const std::set<std::string> kConnection = {
-        "help", "json", "config", "server", "cert", "tls-key", "ca", "server-name", "timeout-ms",
-        "args"};
+        "help",    "json", "config",      "server",     "cert",
+        "tls-key", "ca",   "server-name", "timeout-ms", "args"};
     for (const auto& o : parsed.options) {
       const bool allowed = kConnection.count(o.string_key) > 0 ||
                            command->options.count(o.string_key) > 0 ||

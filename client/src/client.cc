@@ -114,9 +114,10 @@ class Client::Impl {
     if (SSL_CTX_set_alpn_protos(ctx, kAlpn, sizeof kAlpn) != 0) {
       return Error(ErrorCode::kTlsFailed, "cannot set ALPN: " + OpenSslErrorText());
     }
-    for (const auto& [what, path] : {std::pair<std::string, std::string>{"client certificate", config_.cert},
-                                     {"client private key", config_.key},
-                                     {"CA certificate", config_.ca}}) {
+    for (const auto& [what, path] :
+         {std::pair<std::string, std::string>{"client certificate", config_.cert},
+          {"client private key", config_.key},
+          {"CA certificate", config_.ca}}) {
       Status s = CheckReadable(what, path);
       if (!s.ok()) return s;
     }
@@ -169,9 +170,10 @@ class Client::Impl {
         std::min<std::int64_t>(deadline.count(), std::numeric_limits<std::uint32_t>::max())));
     std::string frame = EncodeFrame(request);
     pending_.fetch_add(1, std::memory_order_relaxed);
-    asio::post(io_, [this, id, deadline, frame = std::move(frame), done = std::move(done)]() mutable {
-      Enqueue(id, deadline, std::move(frame), std::move(done));
-    });
+    asio::post(io_,
+               [this, id, deadline, frame = std::move(frame), done = std::move(done)]() mutable {
+                 Enqueue(id, deadline, std::move(frame), std::move(done));
+               });
   }
 
   std::size_t pending() const { return pending_.load(std::memory_order_relaxed); }
@@ -243,9 +245,9 @@ class Client::Impl {
     // A request already on the wire still occupies a slot until its (late)
     // response arrives or the connection goes.
     if (it->second.on_wire) orphans_.insert(id);
-    Finish(id, Error(ErrorCode::kDeadlineExceeded,
-                     "no response from " + config_.server + " within " +
-                         std::to_string(deadline.count()) + " ms"));
+    Finish(id,
+           Error(ErrorCode::kDeadlineExceeded, "no response from " + config_.server + " within " +
+                                                   std::to_string(deadline.count()) + " ms"));
   }
 
   // Moves waiting requests onto the wire while there is room.
@@ -331,17 +333,15 @@ class Client::Impl {
                 if (conn->dead) return;
                 if (ec) {
                   ConnectFailed(conn, TimedOutOr(conn, Error(ErrorCode::kConnectFailed,
-                                                             "cannot connect to " +
-                                                                 config_.server + ": " +
-                                                                 ec.message())));
+                                                             "cannot connect to " + config_.server +
+                                                                 ": " + ec.message())));
                   return;
                 }
                 boost::system::error_code ignored;
                 conn->stream.lowest_layer().set_option(tcp::no_delay(true), ignored);
                 conn->stream.async_handshake(
-                    ssl::stream_base::client, [this, conn](const boost::system::error_code& ec) {
-                      OnHandshake(conn, ec);
-                    });
+                    ssl::stream_base::client,
+                    [this, conn](const boost::system::error_code& ec) { OnHandshake(conn, ec); });
               });
         });
   }
@@ -361,8 +361,8 @@ class Client::Impl {
         return;
       }
       ConnectFailed(conn, Error(ErrorCode::kTlsFailed,
-                                "TLS handshake with " + config_.server + " failed: " +
-                                    TlsErrorText(ec, conn->stream.native_handle())));
+                                "TLS handshake with " + config_.server +
+                                    " failed: " + TlsErrorText(ec, conn->stream.native_handle())));
       return;
     }
     const unsigned char* alpn = nullptr;
@@ -435,8 +435,9 @@ class Client::Impl {
             if (!body) break;
             v1::Response response;
             if (!ParseResponse(*body, &response)) {
-              ConnectionLost(conn, Error(ErrorCode::kProtocolError,
-                                         "server " + config_.server + " sent an undecodable response"));
+              ConnectionLost(conn,
+                             Error(ErrorCode::kProtocolError,
+                                   "server " + config_.server + " sent an undecodable response"));
               return;
             }
             OnResponse(std::move(response));

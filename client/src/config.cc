@@ -32,7 +32,9 @@ const char* ErrorCodeName(ErrorCode code) {
 
 namespace {
 
-Error ConfigError(std::string message) { return Error(ErrorCode::kInvalidConfig, std::move(message)); }
+Error ConfigError(std::string message) {
+  return Error(ErrorCode::kInvalidConfig, std::move(message));
+}
 
 bool IsIpLiteral(const std::string& host) {
   unsigned char buf[16];
@@ -121,7 +123,8 @@ Result<ClientConfig> LoadClientConfig(const std::string& path) {
 
 Status ValidateClientConfig(const ClientConfig& config) {
   if (config.server.empty()) {
-    return ConfigError("no server configured: give --config FILE, set CUSTOS_CONFIG, or pass --server HOST:PORT");
+    return ConfigError(
+        "no server configured: give --config FILE, set CUSTOS_CONFIG, or pass --server HOST:PORT");
   }
   auto address = ParseServerAddress(config.server);
   if (!address.ok()) return address.error();

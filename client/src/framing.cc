@@ -64,10 +64,9 @@ std::size_t FrameDecoder::Feed(std::span<const std::uint8_t> bytes) {
       used += take;
       if (header_.size() < kFrameHeaderSize) break;
       const auto* h = reinterpret_cast<const std::uint8_t*>(header_.data());
-      const std::uint32_t length = (static_cast<std::uint32_t>(h[0]) << 24) |
-                                   (static_cast<std::uint32_t>(h[1]) << 16) |
-                                   (static_cast<std::uint32_t>(h[2]) << 8) |
-                                   static_cast<std::uint32_t>(h[3]);
+      const std::uint32_t length =
+          (static_cast<std::uint32_t>(h[0]) << 24) | (static_cast<std::uint32_t>(h[1]) << 16) |
+          (static_cast<std::uint32_t>(h[2]) << 8) | static_cast<std::uint32_t>(h[3]);
       header_.clear();
       if (length == 0) {
         error_ = FrameError::kZeroLength;

@@ -145,7 +145,9 @@ TEST(ParseRequest, RejectsGarbage) {
   v1::Request r;
   EXPECT_FALSE(ParseRequest("\xff\xff\xff\xff\xff", &r));
   v1::Response resp;
-  EXPECT_FALSE(ParseResponse(std::string("\x0a\x05" "ab"), &resp));  // truncated length-delimited field
+  EXPECT_FALSE(ParseResponse(std::string("\x0a\x05"
+                                         "ab"),
+                             &resp));  // truncated length-delimited field
 }
 
 TEST(ParseResponse, IgnoresUnknownFields) {

@@ -50,7 +50,7 @@ class Client {
   // deadline passes first, kConnectFailed / kTlsFailed when reconnecting fails).
   void Send(custos::v1::Request request, Callback done, CallOptions options = {});
   std::future<Result<custos::v1::Response>> Send(custos::v1::Request request,
-                                                  CallOptions options = {});
+                                                 CallOptions options = {});
 
   // Blocking call. Retries up to config.retries times, with backoff, while the
   // failure is retryable: an Error with retryable(), or a Response with status
