@@ -14,30 +14,18 @@ namespace {
 
 // The starter policy custos-init writes (docs/policy.md shows the same text).
 constexpr std::string_view kStarterPolicy =
-    R"pb(version: 1
-         role { name: "admin" description: "Key administrators" }
-         role { name: "builder" description: "Build pipelines that sign artifacts" }
-         role { name: "issuer" description: "Certificate issuers (CA profiles come later)" }
-         binding { principal: "spiffe://dev.custos.test/admin" roles: "admin" }
-         binding { principal: "spiffe://dev.custos.test/builder" roles: "builder" }
-         binding { principal: "spiffe://dev.custos.test/issuer" roles: "issuer" }
-         key_rule {
-           name: "admins-manage-keys"
-           roles: "admin"
-           operations: [ CREATE, READ ]
-           keys: "*"
-           usages: "*"
-           algorithms: "*"
-         }
-         key_rule {
-           name: "builders-sign-code"
-           roles: "builder"
-           operations: [ SIGN, READ ]
-           keys: "*"
-           usages: "code-signing"
-           algorithms: "*"
-         }
-    )pb";
+    R"txt(version: 1
+role { name: "admin" description: "Key administrators" }
+role { name: "builder" description: "Build pipelines that sign artifacts" }
+role { name: "issuer" description: "Certificate issuers (CA profiles come later)" }
+binding { principal: "spiffe://dev.custos.test/admin" roles: "admin" }
+binding { principal: "spiffe://dev.custos.test/builder" roles: "builder" }
+binding { principal: "spiffe://dev.custos.test/issuer" roles: "issuer" }
+key_rule { name: "admins-manage-keys" roles: "admin" operations: [CREATE, READ]
+           keys: "*" usages: "*" algorithms: "*" }
+key_rule { name: "builders-sign-code" roles: "builder" operations: [SIGN, READ]
+           keys: "*" usages: "code-signing" algorithms: "*" }
+)txt";
 
 Policy MustParse(std::string_view text) {
   auto result = Policy::Parse(text);
@@ -224,25 +212,19 @@ TEST(Parse, StarterPolicyParses) {
 }
 
 TEST(Parse, AcceptsCommentsListsAndAngleBrackets) {
-  Policy policy = MustParse(R"pb(# comment
-                                 version: 42
-                                 role:
-                                 [ { name: "a" }
-                                   , { name: "b.c_d-e" }]
-                                 binding <
-                                   principal: "x"
-                                   roles: [ "a", "b.c_d-e" ]
-                                 >
-                                 key_rule {
-                                   name: "r1"  # trailing comment
-                                   roles: "a"
-                                   operations: SIGN
-                                   operations: [ CREATE ]
-                                   keys: [ "release-*", "k?" ]
-                                   usages: [ "ca", "ssh-ca" ]
-                                   algorithms: [ "ed25519", "rsa-4096" ]
-                                 }
-  )pb");
+  Policy policy = MustParse(R"txt(# comment
+version: 42
+role: [{ name: "a" }, { name: "b.c_d-e" }]
+binding < principal: "x" roles: ["a", "b.c_d-e"] >
+key_rule {
+  name: "r1"  # trailing comment
+  roles: "a"
+  operations: SIGN operations: [CREATE]
+  keys: ["release-*", "k?"]
+  usages: ["ca", "ssh-ca"]
+  algorithms: ["ed25519", "rsa-4096"]
+}
+)txt");
   EXPECT_EQ(policy.version(), 42u);
   EXPECT_EQ(policy.RolesOf("x"), (std::vector<std::string>{"a", "b.c_d-e"}));
 }
@@ -259,48 +241,25 @@ TEST(Parse, MovedPolicyStillWorks) {
 // Evaluation.
 
 constexpr std::string_view kEvalPolicy =
-    R"pb(version: 3
-         role { name: "admin" }
-         role { name: "builder" }
-         role { name: "issuer" }
-         role { name: "auditor" }
-         binding { principal: "spiffe://corp.example/admin" roles: "admin" }
-         binding { principal: "spiffe://corp.example/ci/*" roles: "builder" }
-         binding { principal: "spiffe://corp.example/ci/release" roles: "issuer" }
-         binding { principal: "host-??.corp.example" roles: "auditor" }
-         key_rule {
-           name: "admins-manage-keys"
-           roles: "admin"
-           operations: [ CREATE, READ ]
-           keys: "*"
-           usages: "*"
-           algorithms: "*"
-         }
-         key_rule {
-           name: "builders-sign-code"
-           roles: "builder"
-           operations: [ SIGN, READ ]
-           keys: "release-*"
-           usages: "code-signing"
-           algorithms: [ "ecdsa-p256-sha256", "ed25519" ]
-         }
-         key_rule {
-           name: "issuers-sign-ca"
-           roles: [ "issuer", "nobody-else-admin" ]
-           operations: SIGN
-           keys: [ "ca-?", "intermediate" ]
-           usages: "ca"
-           algorithms: "rsa-pss-sha256"
-         }
-         key_rule {
-           name: "auditors-read"
-           roles: "auditor"
-           operations: READ
-           keys: "*"
-           usages: "audit"
-           algorithms: "ec-p256"
-         }
-    )pb";
+    R"txt(version: 3
+role { name: "admin" }
+role { name: "builder" }
+role { name: "issuer" }
+role { name: "auditor" }
+binding { principal: "spiffe://corp.example/admin" roles: "admin" }
+binding { principal: "spiffe://corp.example/ci/*" roles: "builder" }
+binding { principal: "spiffe://corp.example/ci/release" roles: "issuer" }
+binding { principal: "host-??.corp.example" roles: "auditor" }
+key_rule { name: "admins-manage-keys" roles: "admin" operations: [CREATE, READ]
+           keys: "*" usages: "*" algorithms: "*" }
+key_rule { name: "builders-sign-code" roles: "builder" operations: [SIGN, READ]
+           keys: "release-*" usages: "code-signing"
+           algorithms: ["ecdsa-p256-sha256", "ed25519"] }
+key_rule { name: "issuers-sign-ca" roles: ["issuer", "nobody-else-admin"] operations: SIGN
+           keys: ["ca-?", "intermediate"] usages: "ca" algorithms: "rsa-pss-sha256" }
+key_rule { name: "auditors-read" roles: "auditor" operations: READ
+           keys: "*" usages: "audit" algorithms: "ec-p256" }
+)txt";
 
 struct CheckCase {
   const char* name;
@@ -461,30 +420,13 @@ TEST(Check, StarterPolicyBehavesAsDocumented) {
 }
 
 TEST(Check, FirstAllowingRuleInFileOrderDecides) {
-  const Policy policy = MustParse(R"pb(version: 1
-                                       role { name: "a" }
-                                       role { name: "b" }
-                                       binding {
-                                         principal: "p"
-                                         roles: [ "b", "a" ]
-                                       }
-                                       key_rule {
-                                         name: "second"
-                                         roles: "b"
-                                         operations: READ
-                                         keys: "k*"
-                                         usages: "*"
-                                         algorithms: "*"
-                                       }
-                                       key_rule {
-                                         name: "first"
-                                         roles: "a"
-                                         operations: READ
-                                         keys: "*"
-                                         usages: "*"
-                                         algorithms: "*"
-                                       }
-  )pb");
+  const Policy policy = MustParse(R"txt(version: 1
+role { name: "a" }
+role { name: "b" }
+binding { principal: "p" roles: ["b", "a"] }
+key_rule { name: "second" roles: "b" operations: READ keys: "k*" usages: "*" algorithms: "*" }
+key_rule { name: "first" roles: "a" operations: READ keys: "*" usages: "*" algorithms: "*" }
+)txt");
   EXPECT_EQ(policy.Check(Req("p", kRead, "k1", "ca", "")).rule, "second");
   EXPECT_EQ(policy.Check(Req("p", kRead, "x", "ca", "")).rule, "first");
 }
