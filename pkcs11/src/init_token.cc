@@ -1,6 +1,7 @@
 // InitToken: C_InitToken + C_InitPIN on the first free slot (development and
 // tests; production tokens are initialised with the vendor's tools).
 #include <cstring>
+#include <utility>
 
 #include "custos/pkcs11/token.h"
 #include "module.h"
@@ -16,6 +17,9 @@ Status InitToken(const std::string& module_path, std::string_view label, const S
   if (so_pin.empty() || user_pin.empty()) {
     return Error(ErrorKind::kInvalidArgument,
                  "token initialisation needs an SO PIN and a user PIN");
+  }
+  if (!std::in_range<CK_ULONG>(so_pin.size()) || !std::in_range<CK_ULONG>(user_pin.size())) {
+    return Error(ErrorKind::kInvalidArgument, "PIN is too long");
   }
   Result<std::shared_ptr<internal::Module>> module = internal::Module::Load(module_path);
   if (!module.ok()) return module.error();
@@ -50,9 +54,6 @@ Status InitToken(const std::string& module_path, std::string_view label, const S
   rv = internal::Login(fn, session->handle(), CKU_SO, so_pin.data(), so_pin.size());
   if (rv != CKR_OK) return internal::CkError(rv, "C_Login as SO");
   session->LoggedIn();
-  if (!std::in_range<CK_ULONG>(user_pin.size())) {
-    return Error(ErrorKind::kInvalidArgument, "user PIN is too long");
-  }
   rv = fn->C_InitPIN(session->handle(), const_cast<CK_UTF8CHAR*>(user_pin.data()),
                      static_cast<CK_ULONG>(user_pin.size()));
   if (rv != CKR_OK) return internal::CkError(rv, "C_InitPIN");

@@ -16,6 +16,7 @@
 #include <array>
 #include <atomic>
 #include <cstdio>
+#include <filesystem>
 #include <latch>
 #include <sstream>
 #include <thread>
@@ -419,6 +420,58 @@ TEST_F(TokenTest, HealsAfterLogoutUnderneath) {
   auto keys = token->ListPrivateKeys();
   ASSERT_TRUE(keys.ok());
   EXPECT_EQ(keys->size(), 1u);
+}
+
+TEST_F(TokenTest, HealsAfterModuleIsFinalizedUnderneath) {
+  auto token = OpenOrDie(hsm_.Config());
+  ASSERT_TRUE(token);
+  auto key = token->GenerateKeyPair(KeyType::kEd25519, "heal-ed");
+  ASSERT_TRUE(key.ok());
+  const TokenStats before = StatsForTesting(*token);
+  // Everything (sessions, login, object handles) is gone, and the module
+  // answers CKR_CRYPTOKI_NOT_INITIALIZED until it is initialised again.
+  SecondHandle other;
+  ASSERT_EQ(other.fn()->C_Finalize(nullptr), CKR_OK);
+
+  Bytes message = Random(64);
+  auto sig = token->Sign(*key, SignAlgorithm::kEd25519, message);
+  ASSERT_TRUE(sig.ok()) << sig.error().message();
+  EXPECT_TRUE(Verify(key->spki_der, SignAlgorithm::kEd25519, message, *sig));
+  EXPECT_EQ(StatsForTesting(*token).heals, before.heals + 1);
+}
+
+TEST_F(TokenTest, RemovedTokenIsUnavailableRateLimitedAndComesBack) {
+  auto token = OpenOrDie(hsm_.Config());
+  ASSERT_TRUE(token);
+  auto key = token->GenerateKeyPair(KeyType::kEcP384, "comes-back");
+  ASSERT_TRUE(key.ok());
+  const TokenStats before = StatsForTesting(*token);
+  // "Unplug" the token: the module forgets everything and the token's
+  // files are gone when it looks again.
+  SecondHandle other;
+  ASSERT_EQ(other.fn()->C_Finalize(nullptr), CKR_OK);
+  std::filesystem::rename(hsm_.dir() / "tokens", hsm_.dir() / "unplugged");
+  std::filesystem::create_directory(hsm_.dir() / "tokens");
+
+  auto sig = token->Sign(*key, SignAlgorithm::kEcdsaP384Sha384, Random(48));
+  ASSERT_FALSE(sig.ok());
+  EXPECT_EQ(sig.error().kind(), ErrorKind::kUnavailable) << sig.error().message();
+  EXPECT_TRUE(sig.error().retryable());
+  EXPECT_EQ(StatsForTesting(*token).heals, before.heals + 1);
+  // Straight away again: no new heal attempt (at most one per 200 ms).
+  sig = token->Sign(*key, SignAlgorithm::kEcdsaP384Sha384, Random(48));
+  ASSERT_FALSE(sig.ok());
+  EXPECT_EQ(sig.error().kind(), ErrorKind::kUnavailable);
+  EXPECT_EQ(StatsForTesting(*token).heals, before.heals + 1);
+
+  // Plug it back in: the next call after the interval heals and signs.
+  std::filesystem::remove(hsm_.dir() / "tokens");
+  std::filesystem::rename(hsm_.dir() / "unplugged", hsm_.dir() / "tokens");
+  std::this_thread::sleep_for(std::chrono::milliseconds(250));
+  Bytes digest = Random(48);
+  sig = token->Sign(*key, SignAlgorithm::kEcdsaP384Sha384, digest);
+  ASSERT_TRUE(sig.ok()) << sig.error().message();
+  EXPECT_TRUE(Verify(key->spki_der, SignAlgorithm::kEcdsaP384Sha384, digest, *sig));
 }
 
 TEST_F(TokenTest, ConcurrentSignersHealOnceWithoutStampede) {

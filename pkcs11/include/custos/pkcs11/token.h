@@ -6,7 +6,16 @@
 // (CKR_SESSION_HANDLE_INVALID, CKR_SESSION_CLOSED, CKR_USER_NOT_LOGGED_IN,
 // CKR_DEVICE_REMOVED, CKR_TOKEN_NOT_PRESENT, ...) make the pool reopen
 // sessions, log in again and look keys up again; the call that saw the fault
-// is retried once and otherwise fails with ErrorKind::kUnavailable.
+// is retried once and otherwise fails with ErrorKind::kUnavailable. (Also
+// healed: CKR_KEY_HANDLE_INVALID / CKR_OBJECT_HANDLE_INVALID, a handle cached
+// before a logout; CKR_GENERAL_ERROR, which SoftHSM returns when the login
+// vanishes mid-call.) Healing closes the pool's sessions (after in-flight
+// calls return, at most session_wait), finds the token again by label/serial
+// (re-initialising the module if that is needed to see it), logs in again,
+// and looks keys up again, refusing a key whose public key differs from
+// KeyRef::spki_der. One thread heals at a time; attempts are at least 200 ms
+// apart; a PIN the token refused is never retried. No lock is held while a
+// call is inside the module.
 #pragma once
 
 #include <openssl/evp.h>
@@ -90,6 +99,12 @@ class Token {
   // built here; PSS uses MGF1 with the same hash and salt = hash length.
   // Returns the signature in the form standard verifiers expect: DER
   // ECDSA-Sig-Value for ECDSA, raw for RSA and Ed25519.
+  // `key.spki_der` is required: the key is used only if the token's public
+  // key for that label and id equals it (kPermission otherwise). The private
+  // key handle is cached, so steady-state signing does no object search.
+  // Errors: kInvalidArgument (wrong input length, algorithm/key mismatch),
+  // kNotFound, kPermission, kTimeout (no free session within session_wait),
+  // kUnavailable (HSM fault that healing did not clear).
   virtual Result<std::vector<std::uint8_t>> Sign(const KeyRef& key, SignAlgorithm algorithm,
                                                  std::span<const std::uint8_t> input) = 0;
 
