@@ -37,7 +37,7 @@ void WriteFile(const std::string& path, const std::string& content) {
   if (!out) throw std::runtime_error("cannot write " + path);
 }
 
-CommandResult Run(const std::vector<std::string>& argv,
+CommandResult Exec(const std::vector<std::string>& argv,
                   const std::map<std::string, std::string>& env, std::chrono::seconds timeout) {
   int out_pipe[2], err_pipe[2];
   if (pipe2(out_pipe, O_CLOEXEC) != 0 || pipe2(err_pipe, O_CLOEXEC) != 0) {
@@ -127,7 +127,7 @@ Deployment::Deployment() {
   dir_ = tmp_.path() + "/dev";
   port_ = FreePort();
   log_path_ = tmp_.path() + "/custosd.log";
-  CommandResult r = Run({BinPath("custos-init"), "dev", "--dir", dir_, "--port",
+  CommandResult r = Exec({BinPath("custos-init"), "dev", "--dir", dir_, "--port",
                          std::to_string(port_)});
   if (r.exit_code != 0) {
     throw std::runtime_error("custos-init failed: " + r.out + r.err);
@@ -214,7 +214,7 @@ CommandResult Deployment::Custos(const std::string& who,
                                  const std::vector<std::string>& args) const {
   std::vector<std::string> argv = {BinPath("custos"), "--config", client_conf(who)};
   argv.insert(argv.end(), args.begin(), args.end());
-  return Run(argv);
+  return Exec(argv);
 }
 
 std::string Frame(const std::string& body) {

@@ -26,7 +26,7 @@ struct CommandResult {
 };
 
 // Runs argv (no shell) with extra environment variables, capturing output.
-CommandResult Run(const std::vector<std::string>& argv,
+CommandResult Exec(const std::vector<std::string>& argv,
                   const std::map<std::string, std::string>& env = {},
                   std::chrono::seconds timeout = std::chrono::seconds(120));
 

@@ -46,7 +46,7 @@ class HsmFaults : public ::testing::Test {
   }
 
   bool VerifiesWithOriginalKey(const std::string& sig) {
-    CommandResult v = Run({"openssl", "dgst", "-sha256", "-verify", pub_, "-signature", sig, file_});
+    CommandResult v = Exec({"openssl", "dgst", "-sha256", "-verify", pub_, "-signature", sig, file_});
     return v.exit_code == 0;
   }
 
@@ -65,7 +65,7 @@ class HsmFaults : public ::testing::Test {
   long Counter(const std::string& function) {
     std::string stats = ReadFile(control_ + ".stats");
     std::smatch m;
-    if (std::regex_search(stats, m, std::regex("(^|\\n)" + function + " ([0-9]+)"))) {
+    if (std::regex_search(stats, m, std::regex("(^|\\n)" + function + "[ \\t]+([0-9]+)"))) {
       return std::stol(m[2].str());
     }
     return 0;
@@ -167,13 +167,13 @@ TEST_F(HsmFaults, KeySwappedWhileRemovedIsNeverUsed) {
   for (const char* type : {"privkey", "pubkey"}) {
     std::vector<std::string> argv = base;
     argv.insert(argv.end(), {"--delete-object", "--type", type, "--id", id[1].str()});
-    CommandResult del = Run(argv, env);
+    CommandResult del = Exec(argv, env);
     ASSERT_EQ(del.exit_code, 0) << del.out << del.err;
   }
   std::vector<std::string> gen = base;
   gen.insert(gen.end(), {"--keypairgen", "--key-type", "EC:prime256v1", "--label", label, "--id",
                          id[1].str(), "--sensitive"});
-  CommandResult g = Run(gen, env);
+  CommandResult g = Exec(gen, env);
   ASSERT_EQ(g.exit_code, 0) << g.out << g.err;
 
   SetFault("");

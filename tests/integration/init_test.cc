@@ -30,15 +30,15 @@ TEST(CustosInit, MakesACompleteDeploymentWithPrivateSecrets) {
   }
   // The server certificate chains to the dev CA and names 127.0.0.1.
   CommandResult v =
-      Run({"openssl", "verify", "-CAfile", d.dir() + "/pki/ca.crt", d.dir() + "/pki/server.crt"});
+      Exec({"openssl", "verify", "-CAfile", d.dir() + "/pki/ca.crt", d.dir() + "/pki/server.crt"});
   EXPECT_EQ(v.exit_code, 0) << v.out << v.err;
-  CommandResult t = Run({"openssl", "x509", "-in", d.dir() + "/pki/server.crt", "-noout", "-ext",
+  CommandResult t = Exec({"openssl", "x509", "-in", d.dir() + "/pki/server.crt", "-noout", "-ext",
                          "subjectAltName"});
   EXPECT_NE(t.out.find("127.0.0.1"), std::string::npos) << t.out;
   // The PIN never appears in the daemon config.
   EXPECT_EQ(ReadFile(d.dir() + "/custosd.conf").find(d.user_pin()), std::string::npos);
   // The token is there and the user PIN logs in.
-  CommandResult p = Run({"pkcs11-tool", "--module", SOFTHSM2_MODULE_PATH, "--token-label",
+  CommandResult p = Exec({"pkcs11-tool", "--module", SOFTHSM2_MODULE_PATH, "--token-label",
                          "custos-dev", "--login", "--pin", d.user_pin(), "--list-objects"},
                         {{"SOFTHSM2_CONF", d.softhsm_conf()}});
   EXPECT_EQ(p.exit_code, 0) << p.out << p.err;
@@ -47,7 +47,7 @@ TEST(CustosInit, MakesACompleteDeploymentWithPrivateSecrets) {
 TEST(CustosInit, RefusesToOverwriteAnExistingDeployment) {
   Deployment d;
   const std::string before = ReadFile(d.dir() + "/custosd.conf");
-  CommandResult r = Run({BinPath("custos-init"), "dev", "--dir", d.dir()});
+  CommandResult r = Exec({BinPath("custos-init"), "dev", "--dir", d.dir()});
   EXPECT_NE(r.exit_code, 0);
   EXPECT_NE(r.err.find("refusing"), std::string::npos) << r.err;
   EXPECT_EQ(ReadFile(d.dir() + "/custosd.conf"), before);

@@ -75,7 +75,7 @@ TEST_F(Refusals, NoClientCertificate) {
 TEST_F(Refusals, ClientCertificateFromAnotherCa) {
   TempDir other;
   const std::string key = other.path() + "/k.pem", crt = other.path() + "/c.pem";
-  CommandResult r = Run({"openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt",
+  CommandResult r = Exec({"openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt",
                          "ec_paramgen_curve:P-256", "-nodes", "-subj", "/CN=builder", "-addext",
                          "subjectAltName=URI:spiffe://dev.custos.test/builder", "-keyout", key,
                          "-out", crt, "-days", "1"});
@@ -91,7 +91,7 @@ TEST_F(Refusals, ClientCertificateFromAnotherCa) {
   const std::string conf = other.path() + "/c.conf";
   WriteFile(conf, "server = 127.0.0.1:" + std::to_string(deployment_->port()) + "\ncert = " +
                       crt + "\nkey = " + key + "\nca = " + deployment_->dir() + "/pki/ca.crt\n");
-  CommandResult cli = Run({BinPath("custos"), "--config", conf, "ping"});
+  CommandResult cli = Exec({BinPath("custos"), "--config", conf, "ping"});
   EXPECT_EQ(cli.exit_code, 3) << cli.out << cli.err;
   EXPECT_FALSE(cli.err.empty());
 }
@@ -240,13 +240,15 @@ TEST_F(Refusals, RandomBytesInsteadOfAFrame) {
   ASSERT_TRUE(conn.ok()) << conn.error();
   ASSERT_TRUE(conn.Write(noise));
   auto body = conn.ReadFrame(5s);
-  if (body.has_value()) EXPECT_NE(ParseResponse(*body).status().code(), v1::OK);
+  if (body.has_value()) {
+    EXPECT_NE(ParseResponse(*body).status().code(), v1::OK);
+  }
   EXPECT_TRUE(conn.WaitClosed(std::chrono::milliseconds(kIdleTimeoutMs + 4000)));
 }
 
 TEST_F(Refusals, RandomBytesInsteadOfTls) {
   // Not even TLS: plain bytes on the TCP port.
-  CommandResult r = Run({"bash", "-c",
+  CommandResult r = Exec({"bash", "-c",
                          "exec 3<>/dev/tcp/127.0.0.1/" + std::to_string(deployment_->port()) +
                              "; head -c 3000 /dev/urandom >&3; timeout 5 cat <&3 >/dev/null; "
                              "echo closed"});
@@ -263,7 +265,7 @@ TEST_F(Refusals, SilentConnectionHitsTheDeadline) {
 
 TEST_F(Refusals, SilentTcpBeforeHandshakeHitsTheDeadline) {
   CommandResult r =
-      Run({"bash", "-c",
+      Exec({"bash", "-c",
            "exec 3<>/dev/tcp/127.0.0.1/" + std::to_string(deployment_->port()) +
                "; start=$(date +%s%N); timeout 10 cat <&3 >/dev/null; "
                "echo $(( ($(date +%s%N) - start) / 1000000 ))"});

@@ -131,7 +131,8 @@ std::vector<std::uint8_t> FromHex(const std::string& hex) {
 BenchKey EnsureKey(const Options& o) {
   auto admin = custos::client::Client::Connect(LoadConfig(o, "admin"));
   if (!admin.ok()) Die(admin.error().message());
-  BenchKey key{.name = "bench-" + o.key_type};
+  BenchKey key;
+  key.name = "bench-" + o.key_type;
   custos::v1::Request create;
   create.mutable_create_key()->set_name(key.name);
   create.mutable_create_key()->set_key_type(o.key_type);
@@ -203,7 +204,9 @@ Row RunRaw(const Options& o, const BenchKey& key) {
   const double elapsed = std::chrono::duration<double>(Clock::now() - start).count();
   std::vector<double> all;
   for (auto& l : latencies) all.insert(all.end(), l.begin(), l.end());
-  Row row{.name = "raw pkcs11, " + std::to_string(o.threads) + " threads", .mode = "raw"};
+  Row row;
+  row.name = "raw pkcs11, " + std::to_string(o.threads) + " threads";
+  row.mode = "raw";
   row.rate = static_cast<double>(all.size()) / elapsed;
   row.p50_ms = Percentile(all, 0.50);
   row.p99_ms = Percentile(all, 0.99);

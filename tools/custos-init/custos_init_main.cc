@@ -84,42 +84,37 @@ std::string PinText(const pkcs11::SecretBytes& pin) {
 }
 
 std::string StarterPolicy() {
-  std::string td = kTrustDomain;
-  return R"(# Custos starter policy written by custos-init dev. Schema: docs/policy.md.
-# Least privilege: admin manages keys, builder signs with code-signing keys,
-# issuer gets nothing yet (CA profiles come later), officers nothing until
-# quorum exists. Anything not allowed here is denied.
-version: 1
-
-role { name: "admin" description: "Key administrators" }
-role { name: "builder" description: "Build pipelines that sign artifacts" }
-role { name: "issuer" description: "Certificate issuers (CA profiles come later)" }
-
-binding { principal: ")" +
-         td + R"(/admin" roles: "admin" }
-binding { principal: ")" +
-         td + R"(/builder" roles: "builder" }
-binding { principal: ")" +
-         td + R"(/issuer" roles: "issuer" }
-
-key_rule {
-  name: "admins-manage-keys"
-  roles: "admin"
-  operations: [CREATE, READ]
-  keys: "*"
-  usages: "*"
-  algorithms: "*"
-}
-
-key_rule {
-  name: "builders-sign-code"
-  roles: "builder"
-  operations: [SIGN, READ]
-  keys: "*"
-  usages: "code-signing"
-  algorithms: "*"
-}
-)";
+  const std::string td = kTrustDomain;
+  std::string text =
+      "# Custos starter policy written by custos-init dev. Schema: docs/policy.md.\n"
+      "# Least privilege: admin manages keys, builder signs with code-signing keys,\n"
+      "# issuer gets nothing yet (CA profiles come later), officers nothing until\n"
+      "# quorum exists. Anything not allowed here is denied.\n"
+      "version: 1\n\n"
+      "role { name: \"admin\" description: \"Key administrators\" }\n"
+      "role { name: \"builder\" description: \"Build pipelines that sign artifacts\" }\n"
+      "role { name: \"issuer\" description: \"Certificate issuers; CA profiles come later\" }\n\n";
+  for (const char* role : {"admin", "builder", "issuer"}) {
+    text += "binding { principal: \"" + td + "/" + role + "\" roles: \"" + role + "\" }\n";
+  }
+  text +=
+      "\nkey_rule {\n"
+      "  name: \"admins-manage-keys\"\n"
+      "  roles: \"admin\"\n"
+      "  operations: [CREATE, READ]\n"
+      "  keys: \"*\"\n"
+      "  usages: \"*\"\n"
+      "  algorithms: \"*\"\n"
+      "}\n\n"
+      "key_rule {\n"
+      "  name: \"builders-sign-code\"\n"
+      "  roles: \"builder\"\n"
+      "  operations: [SIGN, READ]\n"
+      "  keys: \"*\"\n"
+      "  usages: \"code-signing\"\n"
+      "  algorithms: \"*\"\n"
+      "}\n";
+  return text;
 }
 
 struct Layout {
@@ -175,6 +170,14 @@ std::string ClientConfig(const Layout& l, const std::string& cert_base) {
          ".key\nca = " + d + "/pki/ca.crt\n";
 }
 
+LeafSpec ClientSpec(const std::string& common_name, const std::string& uri) {
+  LeafSpec spec;
+  spec.common_name = common_name;
+  spec.uri_sans = {uri};
+  spec.client_auth = true;
+  return spec;
+}
+
 void WriteIssued(const Issued& issued, const fs::path& base) {
   WriteNewFile(base.string() + ".crt", CertToPem(issued.cert.get()), 0644);
   WriteNewFile(base.string() + ".key", KeyToPem(issued.key.get()), 0600);
@@ -224,17 +227,17 @@ int RunDev(const Layout& l) {
   // Dev PKI for mutual TLS.
   Issued ca = MakeCa("Custos Dev CA", 3650);
   WriteIssued(ca, l.dir / "pki/ca");
-  Issued server = MakeLeaf(ca, {.common_name = "custosd",
-                                .dns_sans = {"localhost"},
-                                .ip_sans = {"127.0.0.1", "::1"},
-                                .server_auth = true,
-                                .days = 825});
+  LeafSpec server_spec;
+  server_spec.common_name = "custosd";
+  server_spec.dns_sans = {"localhost"};
+  server_spec.ip_sans = {"127.0.0.1", "::1"};
+  server_spec.server_auth = true;
+  server_spec.days = 825;
+  Issued server = MakeLeaf(ca, server_spec);
   WriteIssued(server, l.dir / "pki/server");
 
   for (const char* client : {"builder", "issuer", "admin"}) {
-    Issued cert = MakeLeaf(ca, {.common_name = client,
-                                .uri_sans = {std::string(kTrustDomain) + "/" + client},
-                                .client_auth = true});
+    Issued cert = MakeLeaf(ca, ClientSpec(client, std::string(kTrustDomain) + "/" + client));
     const fs::path base = l.dir / "clients" / client;
     WriteIssued(cert, base);
     WriteNewFile(base.string() + ".conf", ClientConfig(l, base.string()), 0644);
@@ -247,9 +250,8 @@ int RunDev(const Layout& l) {
     UniquePkey approval = NewP256Key();
     WriteNewFile(base.string() + ".key", KeyToPem(approval.get()), 0600);
     WriteNewFile(base.string() + ".pub", PublicKeyToPem(approval.get()), 0644);
-    Issued tls = MakeLeaf(ca, {.common_name = officer,
-                               .uri_sans = {std::string(kTrustDomain) + "/officer/" + officer},
-                               .client_auth = true});
+    Issued tls =
+        MakeLeaf(ca, ClientSpec(officer, std::string(kTrustDomain) + "/officer/" + officer));
     WriteIssued(tls, base.string() + "-tls");
     WriteNewFile(base.string() + ".conf", ClientConfig(l, base.string() + "-tls"), 0644);
   }
