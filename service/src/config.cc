@@ -57,42 +57,39 @@ namespace {
 // here, so that "-1" for a count is refused rather than wrapped around.
 void AddSettings(po::options_description& d) {
   auto s = [] { return po::value<std::string>(); };
-  d.add_options()
-      ("server.listen", s(), "host:port to listen on (default 127.0.0.1:7443)")
-      ("server.workers", s(), "HSM worker threads (default: number of cores)")
-      ("server.io-threads", s(), "network event-loop threads (default 1)")
-      ("server.state-dir", s(), "directory of the state store (custos.db)")
-      ("server.policy", s(), "policy file (Protobuf text format)")
-      ("server.log-level", s(), "debug | info | warn (default info)")
-      ("server.drain-timeout-ms", s(), "bound on finishing in-flight work at shutdown (10000)")
-      ("tls.cert", s(), "server certificate chain (PEM)")
-      ("tls.key", s(), "server private key (PEM)")
-      ("tls.client-ca", s(), "CA certificates that client certificates must chain to (PEM)")
-      ("tls.crl", s(), "optional CRL for client certificates (PEM)")
-      ("hsm.module", s(), "PKCS#11 module path")
-      ("hsm.token", s(), "token label, serial or pkcs11: URI")
-      ("hsm.pin-file", s(), "file holding the user PIN (mode 0600)")
-      ("hsm.pin-env", s(), "environment variable holding the user PIN")
-      ("hsm.max-sessions", s(), "PKCS#11 sessions to open at most (default 8)")
-      ("hsm.module-env", po::value<std::vector<std::string>>(),
-       "NAME=VALUE set in the environment before the module loads (repeatable)")
-      ("limits.max-connections", s(), "concurrent connections (1024)")
-      ("limits.max-frame-bytes", s(), "largest frame accepted (1048576)")
-      ("limits.max-inflight-per-connection", s(), "pipelined requests per connection (64)")
-      ("limits.handshake-timeout-ms", s(), "TLS handshake deadline (5000)")
-      ("limits.idle-timeout-ms", s(), "idle connection deadline (60000)")
-      ("limits.request-timeout-ms", s(), "default request deadline (10000)")
-      ("limits.max-message-bytes", s(), "largest Ed25519 message (65536)")
-      ("limits.max-batch-items", s(), "largest sign_batch (1024)");
+  d.add_options()("server.listen", s(), "host:port to listen on (default 127.0.0.1:7443)")(
+      "server.workers", s(), "HSM worker threads (default: number of cores)")(
+      "server.io-threads", s(), "network event-loop threads (default 1)")(
+      "server.state-dir", s(), "directory of the state store (custos.db)")(
+      "server.policy", s(), "policy file (Protobuf text format)")(
+      "server.log-level", s(), "debug | info | warn (default info)")(
+      "server.drain-timeout-ms", s(), "bound on finishing in-flight work at shutdown (10000)")(
+      "tls.cert", s(), "server certificate chain (PEM)")("tls.key", s(),
+                                                         "server private key (PEM)")(
+      "tls.client-ca", s(), "CA certificates that client certificates must chain to (PEM)")(
+      "tls.crl", s(), "optional CRL for client certificates (PEM)")(
+      "hsm.module", s(), "PKCS#11 module path")("hsm.token", s(),
+                                                "token label, serial or pkcs11: URI")(
+      "hsm.pin-file", s(), "file holding the user PIN (mode 0600)")(
+      "hsm.pin-env", s(), "environment variable holding the user PIN")(
+      "hsm.max-sessions", s(), "PKCS#11 sessions to open at most (default 8)")(
+      "hsm.module-env", po::value<std::vector<std::string>>(),
+      "NAME=VALUE set in the environment before the module loads (repeatable)")(
+      "limits.max-connections", s(), "concurrent connections (1024)")(
+      "limits.max-frame-bytes", s(), "largest frame accepted (1048576)")(
+      "limits.max-inflight-per-connection", s(), "pipelined requests per connection (64)")(
+      "limits.handshake-timeout-ms", s(), "TLS handshake deadline (5000)")(
+      "limits.idle-timeout-ms", s(), "idle connection deadline (60000)")(
+      "limits.request-timeout-ms", s(), "default request deadline (10000)")(
+      "limits.max-message-bytes", s(), "largest Ed25519 message (65536)")(
+      "limits.max-batch-items", s(), "largest sign_batch (1024)");
 }
 
 po::options_description GenericOptions() {
   po::options_description d("Options");
-  d.add_options()
-      ("help", "print this help and exit")
-      ("version", "print the version and exit")
-      ("config", po::value<std::string>(), "INI configuration file (required)")
-      ("check-config", "load the configuration, policy and token, then exit 0");
+  d.add_options()("help", "print this help and exit")("version", "print the version and exit")(
+      "config", po::value<std::string>(), "INI configuration file (required)")(
+      "check-config", "load the configuration, policy and token, then exit 0");
   return d;
 }
 
@@ -208,9 +205,12 @@ Result<Config> BuildConfig(const po::variables_map& vm) {
     return Error{"neither hsm.pin-file nor hsm.pin-env is set; set exactly one"};
   }
   const std::pair<const char*, const std::string*> required[] = {
-      {"server.state-dir", &c.server.state_dir}, {"server.policy", &c.server.policy},
-      {"tls.cert", &c.tls.cert},                 {"tls.key", &c.tls.key},
-      {"tls.client-ca", &c.tls.client_ca},       {"hsm.module", &c.hsm.module},
+      {"server.state-dir", &c.server.state_dir},
+      {"server.policy", &c.server.policy},
+      {"tls.cert", &c.tls.cert},
+      {"tls.key", &c.tls.key},
+      {"tls.client-ca", &c.tls.client_ca},
+      {"hsm.module", &c.hsm.module},
       {"hsm.token", &c.hsm.token},
   };
   for (const auto& [name, value] : required) {
@@ -239,8 +239,7 @@ Result<CommandLine> Parse(const std::vector<std::string>& args,
   }
   if (vm.count("help")) {
     std::ostringstream help;
-    help << "Usage: custosd --config FILE [--check-config] [--SECTION.KEY VALUE ...]\n\n"
-         << all;
+    help << "Usage: custosd --config FILE [--check-config] [--SECTION.KEY VALUE ...]\n\n" << all;
     out.action = Action::kHelp;
     out.help_text = help.str();
     return out;

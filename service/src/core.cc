@@ -15,8 +15,8 @@ using policy::Operation;
 
 namespace {
 
-constexpr std::array<std::string_view, 5> kUsages = {"code-signing", "ca", "ssh-ca",
-                                                     "timestamping", "audit"};
+constexpr std::array<std::string_view, 5> kUsages = {"code-signing", "ca", "ssh-ca", "timestamping",
+                                                     "audit"};
 
 bool IsKnownUsage(std::string_view usage) {
   for (auto u : kUsages) {
@@ -136,8 +136,7 @@ namespace {
 // Checks the digest or message of one signing input against the algorithm
 // and limits; returns the bytes to hand to the token, or fills `error`.
 bool CheckInput(pkcs11::SignAlgorithm alg, const std::string& digest, const std::string& message,
-                std::size_t max_message, std::span<const std::uint8_t>* input,
-                std::string* error) {
+                std::size_t max_message, std::span<const std::uint8_t>* input, std::string* error) {
   const auto name = pkcs11::SignAlgorithmName(alg);
   const auto hash = pkcs11::HashOf(alg);
   if (hash == pkcs11::HashAlgorithm::kNone) {
@@ -159,8 +158,8 @@ bool CheckInput(pkcs11::SignAlgorithm alg, const std::string& digest, const std:
   }
   const std::size_t want = pkcs11::DigestLength(hash);
   if (!message.empty()) {
-    *error = std::string(name) + " signs a digest: send the " +
-             std::string(HashDisplayName(hash)) + " digest of the data, not the message";
+    *error = std::string(name) + " signs a digest: send the " + std::string(HashDisplayName(hash)) +
+             " digest of the data, not the message";
     return false;
   }
   if (digest.size() != want) {
@@ -224,8 +223,9 @@ Result<std::unique_ptr<SigningCore>> SigningCore::Create(std::unique_ptr<pkcs11:
           LogLine(logger, LogLevel::kWarn, "key_mismatch_on_token")
               .Str("key", rec.name + "@" + std::to_string(cv.record.version))
               .Str("token_label", cv.ref.label)
-              .Str("error", "the token's public key differs from the stored one; "
-                            "signing with this version will be refused");
+              .Str("error",
+                   "the token's public key differs from the stored one; "
+                   "signing with this version will be refused");
         }
       }
       key->versions.emplace(cv.record.version, std::move(cv));
@@ -293,10 +293,9 @@ bool SigningCore::Resolve(std::string_view principal, Operation op, std::string_
     alg = pkcs11::ParseSignAlgorithm(algorithm_text);
     if (!alg) {
       SetStatus(status, v1::INVALID_ARGUMENT,
-                algorithm_text.empty()
-                    ? "no algorithm named: use one of " + AllAlgorithmNames()
-                    : "unknown algorithm " + Quote(algorithm_text) + ": use one of " +
-                          AllAlgorithmNames());
+                algorithm_text.empty() ? "no algorithm named: use one of " + AllAlgorithmNames()
+                                       : "unknown algorithm " + Quote(algorithm_text) +
+                                             ": use one of " + AllAlgorithmNames());
       return false;
     }
     out->algorithm = *alg;
@@ -324,9 +323,8 @@ bool SigningCore::Resolve(std::string_view principal, Operation op, std::string_
     }
     if (!pkcs11::AlgorithmFitsKey(*alg, key.type)) {
       SetStatus(status, v1::INVALID_ARGUMENT,
-                "algorithm " + std::string(pkcs11::SignAlgorithmName(*alg)) +
-                    " does not fit key " + key.name + " (" +
-                    std::string(pkcs11::KeyTypeName(key.type)) + "); use " +
+                "algorithm " + std::string(pkcs11::SignAlgorithmName(*alg)) + " does not fit key " +
+                    key.name + " (" + std::string(pkcs11::KeyTypeName(key.type)) + "); use " +
                     AlgorithmsOf(key.type));
       return false;
     }
@@ -576,8 +574,8 @@ void SigningCore::HandleGetKey(std::string_view principal, const v1::GetKeyReque
   FillKeyInfo(*r.key, resp.mutable_get_key());
 }
 
-void SigningCore::HandleGetPublicKey(std::string_view principal,
-                                     const v1::GetPublicKeyRequest& req, v1::Response& resp) {
+void SigningCore::HandleGetPublicKey(std::string_view principal, const v1::GetPublicKeyRequest& req,
+                                     v1::Response& resp) {
   Resolved r;
   if (!Resolve(principal, Operation::kRead, req.key(), "", &r, resp.mutable_status())) return;
   resp.mutable_status()->set_code(v1::OK);

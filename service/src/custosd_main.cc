@@ -84,8 +84,7 @@ int Main(int argc, char** argv) {
     const auto eq = entry.find('=');
     if (setenv(entry.substr(0, eq).c_str(), entry.substr(eq + 1).c_str(), 1) != 0) {
       return Fail(logger, kExitConfig, "config_error",
-                  "cannot set hsm.module-env " + entry.substr(0, eq) + ": " +
-                      std::strerror(errno));
+                  "cannot set hsm.module-env " + entry.substr(0, eq) + ": " + std::strerror(errno));
     }
   }
 
@@ -128,9 +127,9 @@ int Main(int argc, char** argv) {
 
   // State store.
   if (mkdir(config.server.state_dir.c_str(), 0700) != 0 && errno != EEXIST) {
-    return Fail(logger, kExitRuntime, "store_error",
-                "cannot create state directory " + config.server.state_dir + ": " +
-                    std::strerror(errno));
+    return Fail(
+        logger, kExitRuntime, "store_error",
+        "cannot create state directory " + config.server.state_dir + ": " + std::strerror(errno));
   }
   auto store = KeyStore::Open(config.server.state_dir + "/custos.db");
   if (!store) return Fail(logger, kExitRuntime, "store_error", store.error());

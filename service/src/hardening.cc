@@ -17,9 +17,7 @@ Result<void> HardenProcess() {
   if (prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) != 0) {
     return Error{std::string("prctl(PR_SET_DUMPABLE, 0) failed: ") + std::strerror(errno)};
   }
-  const struct rlimit no_core {
-    0, 0
-  };
+  const struct rlimit no_core { 0, 0 };
   if (setrlimit(RLIMIT_CORE, &no_core) != 0) {
     return Error{std::string("setrlimit(RLIMIT_CORE, 0) failed: ") + std::strerror(errno)};
   }

@@ -133,10 +133,10 @@ KeyStore::~KeyStore() = default;
 Result<std::unique_ptr<KeyStore>> KeyStore::Open(const std::string& path) {
   auto impl = std::make_unique<Impl>();
   sqlite3* raw = nullptr;
-  const int rc = sqlite3_open_v2(path.c_str(), &raw,
-                                 SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE |
-                                     SQLITE_OPEN_FULLMUTEX | SQLITE_OPEN_NOFOLLOW,
-                                 nullptr);
+  const int rc = sqlite3_open_v2(
+      path.c_str(), &raw,
+      SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_FULLMUTEX | SQLITE_OPEN_NOFOLLOW,
+      nullptr);
   impl->db.reset(raw);
   if (rc != SQLITE_OK) {
     return Error{"cannot open state store " + path + ": " +

@@ -79,8 +79,8 @@ struct PeerNames {
 PeerNames NamesOf(X509* cert) {
   PeerNames names;
   if (!cert) return names;
-  auto* gens = static_cast<GENERAL_NAMES*>(
-      X509_get_ext_d2i(cert, NID_subject_alt_name, nullptr, nullptr));
+  auto* gens =
+      static_cast<GENERAL_NAMES*>(X509_get_ext_d2i(cert, NID_subject_alt_name, nullptr, nullptr));
   if (gens) {
     for (int i = 0; i < sk_GENERAL_NAME_num(gens); ++i) {
       const GENERAL_NAME* g = sk_GENERAL_NAME_value(gens, i);
@@ -281,10 +281,9 @@ class Connection : public std::enable_shared_from_this<Connection> {
     if (inflight_ >= srv_.opts.limits.max_inflight_per_connection) return;  // backpressure
     if (buf_off_ < buf_len_) return;  // buffered bytes are processed first
     reading_ = true;
-    stream_.async_read_some(asio::buffer(buf_),
-                            [self = shared_from_this()](error_code ec, std::size_t n) {
-                              self->OnRead(ec, n);
-                            });
+    stream_.async_read_some(
+        asio::buffer(buf_),
+        [self = shared_from_this()](error_code ec, std::size_t n) { self->OnRead(ec, n); });
   }
 
   void OnRead(error_code ec, std::size_t n) {
@@ -337,8 +336,8 @@ class Connection : public std::enable_shared_from_this<Connection> {
         return;
       }
       if (buf_off_ >= buf_len_) return;
-      const std::size_t used = decoder_.Feed(
-          std::span<const std::uint8_t>(buf_.data() + buf_off_, buf_len_ - buf_off_));
+      const std::size_t used =
+          decoder_.Feed(std::span<const std::uint8_t>(buf_.data() + buf_off_, buf_len_ - buf_off_));
       buf_off_ += used;
       if (used == 0) {
         // The decoder takes no bytes only while a frame waits in it; twice in
@@ -358,8 +357,7 @@ class Connection : public std::enable_shared_from_this<Connection> {
     if (decoder_.error() == client::FrameError::kTooLarge) {
       code = v1::RESOURCE_EXHAUSTED;
       message = "frame of " + std::to_string(decoder_.announced_length()) +
-                " bytes exceeds the limit of " +
-                std::to_string(srv_.opts.limits.max_frame_bytes);
+                " bytes exceeds the limit of " + std::to_string(srv_.opts.limits.max_frame_bytes);
     } else {
       message = "zero-length frame: every frame carries one custos.v1.Request";
     }
@@ -417,25 +415,23 @@ class Connection : public std::enable_shared_from_this<Connection> {
                meta, false);
       return;
     }
-    const auto budget = req->deadline_ms() != 0
-                            ? std::chrono::milliseconds(req->deadline_ms())
-                            : srv_.opts.limits.request_timeout;
+    const auto budget = req->deadline_ms() != 0 ? std::chrono::milliseconds(req->deadline_ms())
+                                                : srv_.opts.limits.request_timeout;
     const auto deadline = meta.received + budget;
     asio::post(srv_.pool, [self = shared_from_this(), req, meta, deadline, budget] {
       v1::Response resp;
       if (Clock::now() > deadline) {
-        resp = ErrorResponse(req->id(), v1::DEADLINE_EXCEEDED,
-                             "request waited past its deadline of " +
-                                 std::to_string(budget.count()) +
-                                 " ms in the queue; it was not executed",
-                             true);
+        resp =
+            ErrorResponse(req->id(), v1::DEADLINE_EXCEEDED,
+                          "request waited past its deadline of " + std::to_string(budget.count()) +
+                              " ms in the queue; it was not executed",
+                          true);
       } else {
         try {
           resp = self->srv_.handler.Handle(self->principal_, self->peer_, *req);
           resp.set_id(req->id());
         } catch (const std::exception& e) {
-          resp = ErrorResponse(req->id(), v1::INTERNAL,
-                               std::string("internal error: ") + e.what());
+          resp = ErrorResponse(req->id(), v1::INTERNAL, std::string("internal error: ") + e.what());
         }
       }
       asio::post(self->stream_.get_executor(), [self, resp = std::move(resp), meta]() mutable {
@@ -446,8 +442,8 @@ class Connection : public std::enable_shared_from_this<Connection> {
 
   void Complete(v1::Response resp, const Meta& meta, bool track_id) {
     if (track_id) ids_.erase(meta.request_id);
-    const auto latency = std::chrono::duration_cast<std::chrono::microseconds>(Clock::now() -
-                                                                              meta.received);
+    const auto latency =
+        std::chrono::duration_cast<std::chrono::microseconds>(Clock::now() - meta.received);
     const bool ok = resp.status().code() == v1::OK;
     const LogLevel level = meta.op == "ping" && ok ? LogLevel::kDebug : LogLevel::kInfo;
     {
@@ -463,7 +459,8 @@ class Connection : public std::enable_shared_from_this<Connection> {
           .Num("latency_us", latency.count());
       if (!ok) {
         line.Str("error", resp.status().message());
-        if (!resp.status().policy_rule().empty()) line.Str("policy_rule", resp.status().policy_rule());
+        if (!resp.status().policy_rule().empty())
+          line.Str("policy_rule", resp.status().policy_rule());
         if (!resp.status().ckr().empty()) line.Str("ckr", resp.status().ckr());
       }
       if (resp.has_sign_batch()) line.Num("items", resp.sign_batch().results_size());
@@ -490,10 +487,9 @@ class Connection : public std::enable_shared_from_this<Connection> {
     out_requests_ = pending_requests_;
     pending_requests_ = 0;
     writing_ = true;
-    asio::async_write(stream_, asio::buffer(out_),
-                      [self = shared_from_this()](error_code ec, std::size_t) {
-                        self->OnWrite(ec);
-                      });
+    asio::async_write(
+        stream_, asio::buffer(out_),
+        [self = shared_from_this()](error_code ec, std::size_t) { self->OnWrite(ec); });
   }
 
   void OnWrite(error_code ec) {
@@ -579,9 +575,8 @@ class Connection : public std::enable_shared_from_this<Connection> {
     shutdown_timer_.async_wait([self = shared_from_this()](error_code ec) {
       if (!ec) self->Terminate(self->close_reason_);
     });
-    stream_.async_shutdown([self = shared_from_this()](error_code) {
-      self->Terminate(self->close_reason_);
-    });
+    stream_.async_shutdown(
+        [self = shared_from_this()](error_code) { self->Terminate(self->close_reason_); });
   }
 
   void Terminate(const std::string& reason) {
@@ -616,9 +611,9 @@ class Connection : public std::enable_shared_from_this<Connection> {
   std::array<std::uint8_t, 16384> buf_{};
   std::size_t buf_off_ = 0;
   std::size_t buf_len_ = 0;
-  std::deque<std::string> pending_;           // frames queued for writing
-  std::size_t pending_requests_ = 0;          // requests completed by pending_
-  std::string out_;                           // the write in progress
+  std::deque<std::string> pending_;   // frames queued for writing
+  std::size_t pending_requests_ = 0;  // requests completed by pending_
+  std::string out_;                   // the write in progress
   std::size_t out_requests_ = 0;
   std::size_t inflight_ = 0;  // read and not yet written back
   std::set<std::uint64_t> ids_;
@@ -719,16 +714,16 @@ void Server::Impl::Accept() {
     }
     error_code pe;
     const auto remote = socket.remote_endpoint(pe);
-    std::string peer = pe ? "unknown" : remote.address().to_string() + ":" +
-                                            std::to_string(remote.port());
+    std::string peer =
+        pe ? "unknown" : remote.address().to_string() + ":" + std::to_string(remote.port());
     if (remote.address().is_v6() && !pe) {
       peer = "[" + remote.address().to_string() + "]:" + std::to_string(remote.port());
     }
     if (connections.load() >= opts.limits.max_connections) {
       LogLine(logger, LogLevel::kWarn, "connection_refused")
           .Str("peer", peer)
-          .Str("reason", "max-connections (" + std::to_string(opts.limits.max_connections) +
-                             ") reached");
+          .Str("reason",
+               "max-connections (" + std::to_string(opts.limits.max_connections) + ") reached");
       error_code ignored;
       socket.close(ignored);
     } else {

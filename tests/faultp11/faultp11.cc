@@ -72,16 +72,17 @@ namespace {
 #define FAULTP11_FUNCTIONS(X)                                                                      \
   X(C_Initialize, kAlways)                                                                         \
   X(C_Finalize, kAlways)                                                                           \
-  X(C_GetInfo, kAlways) X(C_GetFunctionList, kAlways) X(C_GetSlotList, kAlways) X(                 \
-      C_GetSlotInfo, kAlways) X(C_GetTokenInfo, kToken) X(C_GetMechanismList, kToken)              \
-      X(C_GetMechanismInfo, kToken) X(C_InitToken, kToken) X(C_InitPIN, kSession) X(               \
-          C_SetPIN, kSession) X(C_OpenSession, kToken) X(C_CloseSession, kSession)                 \
-          X(C_CloseAllSessions, kToken) X(C_GetSessionInfo, kSession) X(                           \
-              C_GetOperationState, kSession) X(C_SetOperationState, kSession) X(C_Login, kSession) \
-              X(C_Logout, kSession) X(C_CreateObject, kSession) X(C_CopyObject, kSession) X(       \
-                  C_DestroyObject, kSession) X(C_GetObjectSize, kSession)                          \
-                  X(C_GetAttributeValue, kSession) X(C_SetAttributeValue, kSession) X(             \
-                      C_FindObjectsInit, kSession) X(C_FindObjects, kSession)                      \
+  X(C_GetInfo, kAlways)                                                                            \
+  X(C_GetFunctionList, kAlways) X(C_GetSlotList, kAlways) X(C_GetSlotInfo, kAlways) X(             \
+      C_GetTokenInfo, kToken) X(C_GetMechanismList, kToken) X(C_GetMechanismInfo, kToken)          \
+      X(C_InitToken, kToken) X(C_InitPIN, kSession) X(C_SetPIN, kSession) X(C_OpenSession, kToken) \
+          X(C_CloseSession, kSession) X(C_CloseAllSessions, kToken) X(                             \
+              C_GetSessionInfo, kSession) X(C_GetOperationState, kSession)                         \
+              X(C_SetOperationState, kSession) X(C_Login, kSession) X(C_Logout, kSession) X(       \
+                  C_CreateObject, kSession) X(C_CopyObject, kSession) X(C_DestroyObject, kSession) \
+                  X(C_GetObjectSize, kSession) X(C_GetAttributeValue, kSession) X(                 \
+                      C_SetAttributeValue, kSession) X(C_FindObjectsInit,                          \
+                                                       kSession) X(C_FindObjects, kSession)        \
                       X(C_FindObjectsFinal, kSession) X(C_EncryptInit, kSession) X(                \
                           C_Encrypt, kSession) X(C_EncryptUpdate,                                  \
                                                  kSession) X(C_EncryptFinal, kSession)             \

@@ -39,11 +39,14 @@ const std::vector<Case> kCases = {
     {"rsa-2048", "rsa-pkcs1-sha256", {"-sha256"}},
     {"rsa-2048", "rsa-pkcs1-sha384", {"-sha384"}},
     {"rsa-2048", "rsa-pkcs1-sha512", {"-sha512"}},
-    {"rsa-3072", "rsa-pss-sha256",
+    {"rsa-3072",
+     "rsa-pss-sha256",
      {"-sha256", "-sigopt", "rsa_padding_mode:pss", "-sigopt", "rsa_pss_saltlen:-1"}},
-    {"rsa-3072", "rsa-pss-sha384",
+    {"rsa-3072",
+     "rsa-pss-sha384",
      {"-sha384", "-sigopt", "rsa_padding_mode:pss", "-sigopt", "rsa_pss_saltlen:-1"}},
-    {"rsa-4096", "rsa-pss-sha512",
+    {"rsa-4096",
+     "rsa-pss-sha512",
      {"-sha512", "-sigopt", "rsa_padding_mode:pss", "-sigopt", "rsa_pss_saltlen:-1"}},
     {"rsa-4096", "rsa-pkcs1-sha256", {"-sha256"}},
     {"ed25519", "ed25519", {}},
@@ -58,7 +61,7 @@ CommandResult OpensslVerify(const Case& c, const std::string& pub, const std::st
                             const std::string& sig) {
   if (c.dgst_flags.empty()) {
     return Exec({"openssl", "pkeyutl", "-verify", "-pubin", "-inkey", pub, "-rawin", "-in", file,
-                "-sigfile", sig});
+                 "-sigfile", sig});
   }
   std::vector<std::string> argv = {"openssl", "dgst"};
   argv.insert(argv.end(), c.dgst_flags.begin(), c.dgst_flags.end());
@@ -85,8 +88,8 @@ TEST_F(E2eSign, EveryAlgorithmVerifiesWithOpenssl) {
           "admin", {"keys", "create", key, "--type", c.key_type, "--usage", "code-signing"});
       ASSERT_EQ(r.exit_code, 0) << r.out << r.err;
       created.push_back(key);
-      CommandResult pub = d.Custos("builder", {"keys", "pubkey", key, "--out",
-                                               work.path() + "/" + key + ".pem"});
+      CommandResult pub =
+          d.Custos("builder", {"keys", "pubkey", key, "--out", work.path() + "/" + key + ".pem"});
       ASSERT_EQ(pub.exit_code, 0) << pub.out << pub.err;
     }
     const std::string pub = work.path() + "/" + key + ".pem";
@@ -105,8 +108,8 @@ TEST_F(E2eSign, EveryAlgorithmVerifiesWithOpenssl) {
     CommandResult bad = OpensslVerify(c, pub, tampered, sig);
     EXPECT_NE(bad.exit_code, 0) << "a tampered file verified: " << bad.out;
 
-    CommandResult cv = d.Custos(
-        "builder", {"verify", "--key", key, "--algorithm", c.algorithm, "--in", file, "--sig", sig});
+    CommandResult cv = d.Custos("builder", {"verify", "--key", key, "--algorithm", c.algorithm,
+                                            "--in", file, "--sig", sig});
     EXPECT_EQ(cv.exit_code, 0) << cv.out << cv.err;
     CommandResult cbad = d.Custos("builder", {"verify", "--key", key, "--algorithm", c.algorithm,
                                               "--in", tampered, "--sig", sig});
@@ -128,13 +131,12 @@ TEST_F(E2eSign, EcdsaDigestVerifiesWithPkeyutl) {
   CommandResult s =
       d.Custos("builder", {"sign", "--key", "pkeyutl-p256", "--in", file, "--out", file + ".sig"});
   ASSERT_EQ(s.exit_code, 0) << s.err;
-  ASSERT_EQ(d.Custos("builder", {"keys", "pubkey", "pkeyutl-p256", "--out", file + ".pem"})
-                .exit_code,
-            0);
+  ASSERT_EQ(
+      d.Custos("builder", {"keys", "pubkey", "pkeyutl-p256", "--out", file + ".pem"}).exit_code, 0);
   CommandResult dg = Exec({"openssl", "dgst", "-sha256", "-binary", "-out", file + ".dgst", file});
   ASSERT_EQ(dg.exit_code, 0);
   CommandResult v = Exec({"openssl", "pkeyutl", "-verify", "-pubin", "-inkey", file + ".pem", "-in",
-                         file + ".dgst", "-sigfile", file + ".sig"});
+                          file + ".dgst", "-sigfile", file + ".sig"});
   EXPECT_EQ(v.exit_code, 0) << v.out << v.err;
   EXPECT_NE(v.out.find("Signature Verified Successfully"), std::string::npos) << v.out;
 }
@@ -161,8 +163,8 @@ TEST_F(E2eSign, PrivateKeysOnTokenAreSensitiveAndNeverExtractable) {
             0);
   CommandResult r =
       Exec({"pkcs11-tool", "--module", SOFTHSM2_MODULE_PATH, "--token-label", "custos-dev",
-           "--login", "--pin", d.user_pin(), "--list-objects", "--type", "privkey"},
-          {{"SOFTHSM2_CONF", d.softhsm_conf()}});
+            "--login", "--pin", d.user_pin(), "--list-objects", "--type", "privkey"},
+           {{"SOFTHSM2_CONF", d.softhsm_conf()}});
   ASSERT_EQ(r.exit_code, 0) << r.out << r.err;
   // Every private key object pkcs11-tool lists must say sensitive, always
   // sensitive and never extractable, and none may be plainly "extractable".

@@ -38,7 +38,7 @@ void WriteFile(const std::string& path, const std::string& content) {
 }
 
 CommandResult Exec(const std::vector<std::string>& argv,
-                  const std::map<std::string, std::string>& env, std::chrono::seconds timeout) {
+                   const std::map<std::string, std::string>& env, std::chrono::seconds timeout) {
   int out_pipe[2], err_pipe[2];
   if (pipe2(out_pipe, O_CLOEXEC) != 0 || pipe2(err_pipe, O_CLOEXEC) != 0) {
     throw std::runtime_error("pipe failed");
@@ -127,8 +127,8 @@ Deployment::Deployment() {
   dir_ = tmp_.path() + "/dev";
   port_ = FreePort();
   log_path_ = tmp_.path() + "/custosd.log";
-  CommandResult r = Exec({BinPath("custos-init"), "dev", "--dir", dir_, "--port",
-                         std::to_string(port_)});
+  CommandResult r =
+      Exec({BinPath("custos-init"), "dev", "--dir", dir_, "--port", std::to_string(port_)});
   if (r.exit_code != 0) {
     throw std::runtime_error("custos-init failed: " + r.out + r.err);
   }
@@ -169,7 +169,8 @@ bool Deployment::Start(const std::vector<std::string>& extra_flags,
   const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(60);
   while (std::chrono::steady_clock::now() < deadline) {
     std::string log = ReadFile(log_path_);
-    if (log.size() > log_start && log.find("custosd listening on", log_start) != std::string::npos) {
+    if (log.size() > log_start &&
+        log.find("custosd listening on", log_start) != std::string::npos) {
       return true;
     }
     int status;

@@ -27,8 +27,8 @@ struct CommandResult {
 
 // Runs argv (no shell) with extra environment variables, capturing output.
 CommandResult Exec(const std::vector<std::string>& argv,
-                  const std::map<std::string, std::string>& env = {},
-                  std::chrono::seconds timeout = std::chrono::seconds(120));
+                   const std::map<std::string, std::string>& env = {},
+                   std::chrono::seconds timeout = std::chrono::seconds(120));
 
 std::string ReadFile(const std::string& path);
 void WriteFile(const std::string& path, const std::string& content);

@@ -21,9 +21,9 @@ class HsmFaults : public ::testing::Test {
   void SetUp() override {
     control_ = d_.dir() + "/faults.ctl";
     WriteFile(control_, "");
-    ASSERT_TRUE(d_.Start({"--hsm.module", FAULTP11_MODULE_PATH},
-                         {{"CUSTOS_FAULTP11_TARGET", SOFTHSM2_MODULE_PATH},
-                          {"CUSTOS_FAULTP11_CONTROL", control_}}))
+    ASSERT_TRUE(d_.Start(
+        {"--hsm.module", FAULTP11_MODULE_PATH},
+        {{"CUSTOS_FAULTP11_TARGET", SOFTHSM2_MODULE_PATH}, {"CUSTOS_FAULTP11_CONTROL", control_}}))
         << d_.log();
     CommandResult r = d_.Custos(
         "admin", {"keys", "create", "fault-key", "--type", "ec-p256", "--usage", "code-signing"});
@@ -46,7 +46,8 @@ class HsmFaults : public ::testing::Test {
   }
 
   bool VerifiesWithOriginalKey(const std::string& sig) {
-    CommandResult v = Exec({"openssl", "dgst", "-sha256", "-verify", pub_, "-signature", sig, file_});
+    CommandResult v =
+        Exec({"openssl", "dgst", "-sha256", "-verify", pub_, "-signature", sig, file_});
     return v.exit_code == 0;
   }
 
@@ -161,7 +162,7 @@ TEST_F(HsmFaults, KeySwappedWhileRemovedIsNeverUsed) {
   // Behind custosd's back: replace the key pair with a different one under
   // the same label and id, as a confused operator or an attacker might.
   const std::map<std::string, std::string> env = {{"SOFTHSM2_CONF", d_.softhsm_conf()}};
-  const std::vector<std::string> base = {"pkcs11-tool", "--module",  SOFTHSM2_MODULE_PATH,
+  const std::vector<std::string> base = {"pkcs11-tool",   "--module",   SOFTHSM2_MODULE_PATH,
                                          "--token-label", "custos-dev", "--login",
                                          "--pin",         d_.user_pin()};
   for (const char* type : {"privkey", "pubkey"}) {

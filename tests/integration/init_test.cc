@@ -17,10 +17,10 @@ mode_t ModeOf(const std::string& path) {
 
 TEST(CustosInit, MakesACompleteDeploymentWithPrivateSecrets) {
   Deployment d;
-  for (const char* f : {"custosd.conf", "policy.txtpb", "softhsm2.conf", "pki/ca.crt",
-                        "pki/server.crt", "pki/server.key", "clients/builder.conf",
-                        "clients/issuer.conf", "clients/admin.conf", "officers/alice.key",
-                        "officers/bob.pub", "officers/carol.conf", "secrets/user.pin"}) {
+  for (const char* f :
+       {"custosd.conf", "policy.txtpb", "softhsm2.conf", "pki/ca.crt", "pki/server.crt",
+        "pki/server.key", "clients/builder.conf", "clients/issuer.conf", "clients/admin.conf",
+        "officers/alice.key", "officers/bob.pub", "officers/carol.conf", "secrets/user.pin"}) {
     struct stat st {};
     EXPECT_EQ(stat((d.dir() + "/" + f).c_str(), &st), 0) << "missing " << f;
   }
@@ -32,15 +32,15 @@ TEST(CustosInit, MakesACompleteDeploymentWithPrivateSecrets) {
   CommandResult v =
       Exec({"openssl", "verify", "-CAfile", d.dir() + "/pki/ca.crt", d.dir() + "/pki/server.crt"});
   EXPECT_EQ(v.exit_code, 0) << v.out << v.err;
-  CommandResult t = Exec({"openssl", "x509", "-in", d.dir() + "/pki/server.crt", "-noout", "-ext",
-                         "subjectAltName"});
+  CommandResult t = Exec(
+      {"openssl", "x509", "-in", d.dir() + "/pki/server.crt", "-noout", "-ext", "subjectAltName"});
   EXPECT_NE(t.out.find("127.0.0.1"), std::string::npos) << t.out;
   // The PIN never appears in the daemon config.
   EXPECT_EQ(ReadFile(d.dir() + "/custosd.conf").find(d.user_pin()), std::string::npos);
   // The token is there and the user PIN logs in.
   CommandResult p = Exec({"pkcs11-tool", "--module", SOFTHSM2_MODULE_PATH, "--token-label",
-                         "custos-dev", "--login", "--pin", d.user_pin(), "--list-objects"},
-                        {{"SOFTHSM2_CONF", d.softhsm_conf()}});
+                          "custos-dev", "--login", "--pin", d.user_pin(), "--list-objects"},
+                         {{"SOFTHSM2_CONF", d.softhsm_conf()}});
   EXPECT_EQ(p.exit_code, 0) << p.out << p.err;
 }
 

@@ -20,9 +20,9 @@ class Refusals : public ::testing::Test {
  protected:
   static void SetUpTestSuite() {
     deployment_ = new Deployment();
-    ASSERT_TRUE(deployment_->Start(
-        {"--limits.idle-timeout-ms", std::to_string(kIdleTimeoutMs),
-         "--limits.handshake-timeout-ms", std::to_string(kHandshakeTimeoutMs)}))
+    ASSERT_TRUE(
+        deployment_->Start({"--limits.idle-timeout-ms", std::to_string(kIdleTimeoutMs),
+                            "--limits.handshake-timeout-ms", std::to_string(kHandshakeTimeoutMs)}))
         << deployment_->log();
     CommandResult r = deployment_->Custos(
         "admin", {"keys", "create", "signer", "--type", "ec-p256", "--usage", "code-signing"});
@@ -76,9 +76,9 @@ TEST_F(Refusals, ClientCertificateFromAnotherCa) {
   TempDir other;
   const std::string key = other.path() + "/k.pem", crt = other.path() + "/c.pem";
   CommandResult r = Exec({"openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt",
-                         "ec_paramgen_curve:P-256", "-nodes", "-subj", "/CN=builder", "-addext",
-                         "subjectAltName=URI:spiffe://dev.custos.test/builder", "-keyout", key,
-                         "-out", crt, "-days", "1"});
+                          "ec_paramgen_curve:P-256", "-nodes", "-subj", "/CN=builder", "-addext",
+                          "subjectAltName=URI:spiffe://dev.custos.test/builder", "-keyout", key,
+                          "-out", crt, "-days", "1"});
   ASSERT_EQ(r.exit_code, 0) << r.err;
   RawTls::Options options = As("builder");
   options.cert = crt;
@@ -89,8 +89,8 @@ TEST_F(Refusals, ClientCertificateFromAnotherCa) {
   }
   // The CLI with the same foreign identity fails with a connection error (3).
   const std::string conf = other.path() + "/c.conf";
-  WriteFile(conf, "server = 127.0.0.1:" + std::to_string(deployment_->port()) + "\ncert = " +
-                      crt + "\nkey = " + key + "\nca = " + deployment_->dir() + "/pki/ca.crt\n");
+  WriteFile(conf, "server = 127.0.0.1:" + std::to_string(deployment_->port()) + "\ncert = " + crt +
+                      "\nkey = " + key + "\nca = " + deployment_->dir() + "/pki/ca.crt\n");
   CommandResult cli = Exec({BinPath("custos"), "--config", conf, "ping"});
   EXPECT_EQ(cli.exit_code, 3) << cli.out << cli.err;
   EXPECT_FALSE(cli.err.empty());
@@ -115,15 +115,14 @@ TEST_F(Refusals, PrincipalNotAllowedOnKey) {
   TempDir work;
   WriteFile(work.path() + "/f", "data");
   // issuer has no key rules at all.
-  CommandResult r = deployment_->Custos(
-      "issuer", {"sign", "--key", "signer", "--algorithm", "ecdsa-p256-sha256", "--in",
-                 work.path() + "/f", "--out", work.path() + "/f.sig"});
+  CommandResult r =
+      deployment_->Custos("issuer", {"sign", "--key", "signer", "--algorithm", "ecdsa-p256-sha256",
+                                     "--in", work.path() + "/f", "--out", work.path() + "/f.sig"});
   EXPECT_EQ(r.exit_code, 4) << r.out << r.err;
   EXPECT_NE(r.err.find("PERMISSION_DENIED"), std::string::npos) << r.err;
   // builder may sign only with code-signing keys, not with a ca key.
-  r = deployment_->Custos("builder",
-                          {"sign", "--key", "ca-key", "--algorithm", "ecdsa-p256-sha256", "--in",
-                           work.path() + "/f", "--out", work.path() + "/f.sig"});
+  r = deployment_->Custos("builder", {"sign", "--key", "ca-key", "--algorithm", "ecdsa-p256-sha256",
+                                      "--in", work.path() + "/f", "--out", work.path() + "/f.sig"});
   EXPECT_EQ(r.exit_code, 4) << r.out << r.err;
   EXPECT_NE(r.err.find("PERMISSION_DENIED"), std::string::npos) << r.err;
   // builder may not create keys.
@@ -249,9 +248,9 @@ TEST_F(Refusals, RandomBytesInsteadOfAFrame) {
 TEST_F(Refusals, RandomBytesInsteadOfTls) {
   // Not even TLS: plain bytes on the TCP port.
   CommandResult r = Exec({"bash", "-c",
-                         "exec 3<>/dev/tcp/127.0.0.1/" + std::to_string(deployment_->port()) +
-                             "; head -c 3000 /dev/urandom >&3; timeout 5 cat <&3 >/dev/null; "
-                             "echo closed"});
+                          "exec 3<>/dev/tcp/127.0.0.1/" + std::to_string(deployment_->port()) +
+                              "; head -c 3000 /dev/urandom >&3; timeout 5 cat <&3 >/dev/null; "
+                              "echo closed"});
   EXPECT_NE(r.out.find("closed"), std::string::npos) << r.out << r.err;
 }
 
@@ -260,15 +259,15 @@ TEST_F(Refusals, SilentConnectionHitsTheDeadline) {
   ASSERT_TRUE(conn.ok()) << conn.error();
   const auto start = std::chrono::steady_clock::now();
   EXPECT_TRUE(conn.WaitClosed(std::chrono::milliseconds(kIdleTimeoutMs + 4000)));
-  EXPECT_GE(std::chrono::steady_clock::now() - start, std::chrono::milliseconds(kIdleTimeoutMs / 2));
+  EXPECT_GE(std::chrono::steady_clock::now() - start,
+            std::chrono::milliseconds(kIdleTimeoutMs / 2));
 }
 
 TEST_F(Refusals, SilentTcpBeforeHandshakeHitsTheDeadline) {
-  CommandResult r =
-      Exec({"bash", "-c",
-           "exec 3<>/dev/tcp/127.0.0.1/" + std::to_string(deployment_->port()) +
-               "; start=$(date +%s%N); timeout 10 cat <&3 >/dev/null; "
-               "echo $(( ($(date +%s%N) - start) / 1000000 ))"});
+  CommandResult r = Exec({"bash", "-c",
+                          "exec 3<>/dev/tcp/127.0.0.1/" + std::to_string(deployment_->port()) +
+                              "; start=$(date +%s%N); timeout 10 cat <&3 >/dev/null; "
+                              "echo $(( ($(date +%s%N) - start) / 1000000 ))"});
   ASSERT_EQ(r.exit_code, 0) << r.err;
   const long waited_ms = std::stol(r.out);
   EXPECT_LT(waited_ms, kHandshakeTimeoutMs + 4000) << "server held a silent TCP connection";

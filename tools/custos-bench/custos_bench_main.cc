@@ -15,6 +15,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <openssl/rand.h>
 #include <algorithm>
 #include <atomic>
 #include <boost/program_options.hpp>
@@ -25,7 +26,6 @@
 #include <fstream>
 #include <iostream>
 #include <mutex>
-#include <openssl/rand.h>
 #include <string>
 #include <thread>
 #include <vector>
@@ -48,9 +48,9 @@ struct Options {
   std::string key_type = "ec-p256";
   std::string algorithm;  // derived from the key type when empty
   double seconds = 5;
-  int threads = 2;        // raw signing threads
+  int threads = 2;  // raw signing threads
   int connections = 8;
-  int in_flight = 8;      // per connection
+  int in_flight = 8;  // per connection
   int batch = 64;
   int batch_in_flight = 2;  // batches per connection
   bool spawn = false;
@@ -270,37 +270,38 @@ Row RunService(const Options& o, const std::string& key, int connections, int de
   std::function<void(Conn*)> issue = [&](Conn* conn) {
     outstanding.fetch_add(1);
     const auto t0 = Clock::now();
-    conn->client->Send(make_request(), [&, conn, t0](custos::client::Result<custos::v1::Response> r) {
-      const double ms = std::chrono::duration<double, std::milli>(Clock::now() - t0).count();
-      long good = 0;
-      if (r.ok() && r->status().code() == custos::v1::OK) {
-        if (items == 0) {
-          good = 1;
-        } else {
-          for (const auto& res : r->sign_batch().results()) {
-            if (res.status().code() == custos::v1::OK) ++good;
+    conn->client->Send(
+        make_request(), [&, conn, t0](custos::client::Result<custos::v1::Response> r) {
+          const double ms = std::chrono::duration<double, std::milli>(Clock::now() - t0).count();
+          long good = 0;
+          if (r.ok() && r->status().code() == custos::v1::OK) {
+            if (items == 0) {
+              good = 1;
+            } else {
+              for (const auto& res : r->sign_batch().results()) {
+                if (res.status().code() == custos::v1::OK) ++good;
+              }
+            }
+          } else {
+            errors.fetch_add(1);
+            std::lock_guard lock(done_mu);
+            if (first_error.empty()) {
+              first_error = r.ok() ? r->status().message() : r.error().message();
+            }
           }
-        }
-      } else {
-        errors.fetch_add(1);
-        std::lock_guard lock(done_mu);
-        if (first_error.empty()) {
-          first_error = r.ok() ? r->status().message() : r.error().message();
-        }
-      }
-      if (!stop.load()) {
-        signatures.fetch_add(good);
-        std::lock_guard lock(conn->mu);
-        conn->latencies.push_back(ms);
-      }
-      if (!stop.load()) {
-        issue(conn);
-      }
-      if (outstanding.fetch_sub(1) == 1) {
-        std::lock_guard lock(done_mu);
-        done_cv.notify_all();
-      }
-    });
+          if (!stop.load()) {
+            signatures.fetch_add(good);
+            std::lock_guard lock(conn->mu);
+            conn->latencies.push_back(ms);
+          }
+          if (!stop.load()) {
+            issue(conn);
+          }
+          if (outstanding.fetch_sub(1) == 1) {
+            std::lock_guard lock(done_mu);
+            done_cv.notify_all();
+          }
+        });
   };
 
   const auto start = Clock::now();
@@ -330,7 +331,8 @@ Row RunService(const Options& o, const std::string& key, int connections, int de
   row.p50_ms = Percentile(all, 0.50);
   row.p99_ms = Percentile(all, 0.99);
   row.errors = errors.load();
-  if (row.errors > 0) std::cerr << "custos-bench: " << row.name << ": first error: " << first_error << "\n";
+  if (row.errors > 0)
+    std::cerr << "custos-bench: " << row.name << ": first error: " << first_error << "\n";
   return row;
 }
 
@@ -369,8 +371,8 @@ void Print(const Options& o, const std::vector<Row>& rows) {
       std::printf(
           "%s{\"name\":\"%s\",\"algorithm\":\"%s\",\"mode\":\"%s\",\"rate\":%.1f,"
           "\"raw_rate\":%.1f,\"ratio\":%.3f,\"p50_ms\":%.3f,\"p99_ms\":%.3f,\"errors\":%ld}",
-          i ? "," : "", r.name.c_str(), o.algorithm.c_str(), r.mode.c_str(), r.rate,
-          rows[0].rate, r.ratio, r.p50_ms, r.p99_ms, r.errors);
+          i ? "," : "", r.name.c_str(), o.algorithm.c_str(), r.mode.c_str(), r.rate, rows[0].rate,
+          r.ratio, r.p50_ms, r.p99_ms, r.errors);
     }
     std::cout << "]\n";
     return;
@@ -380,8 +382,8 @@ void Print(const Options& o, const std::vector<Row>& rows) {
   std::printf("%-44s %12s %9s %9s %7s %7s\n", "row", "sig/s", "p50 ms", "p99 ms", "ratio",
               "errors");
   for (const Row& r : rows) {
-    std::printf("%-44s %12.0f %9.3f %9.3f %7.2f %7ld\n", r.name.c_str(), r.rate, r.p50_ms,
-                r.p99_ms, r.ratio, r.errors);
+    std::printf("%-44s %12.0f %9.3f %9.3f %7.2f %7ld\n", r.name.c_str(), r.rate, r.p50_ms, r.p99_ms,
+                r.ratio, r.errors);
   }
 }
 
@@ -401,9 +403,9 @@ int main(int argc, char** argv) {
       "seconds", po::value(&o.seconds)->default_value(o.seconds), "duration of each row")(
       "threads", po::value(&o.threads)->default_value(o.threads), "raw signing threads")(
       "connections", po::value(&o.connections)->default_value(o.connections),
-      "TLS connections to custosd")(
-      "in-flight", po::value(&o.in_flight)->default_value(o.in_flight),
-      "single-digest requests in flight per connection")(
+      "TLS connections to custosd")("in-flight",
+                                    po::value(&o.in_flight)->default_value(o.in_flight),
+                                    "single-digest requests in flight per connection")(
       "batch", po::value(&o.batch)->default_value(o.batch), "digests per batched request")(
       "batch-in-flight", po::value(&o.batch_in_flight)->default_value(o.batch_in_flight),
       "batched requests in flight per connection")(

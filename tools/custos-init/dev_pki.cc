@@ -33,8 +33,8 @@ void SetRandomSerial(X509* cert) {
 
 void SetName(X509_NAME* name, const std::string& common_name) {
   Check(X509_NAME_add_entry_by_txt(name, "O", MBSTRING_UTF8,
-                                   reinterpret_cast<const unsigned char*>("Custos Development"),
-                                   -1, -1, 0),
+                                   reinterpret_cast<const unsigned char*>("Custos Development"), -1,
+                                   -1, 0),
         "subject O");
   Check(X509_NAME_add_entry_by_txt(name, "CN", MBSTRING_UTF8,
                                    reinterpret_cast<const unsigned char*>(common_name.c_str()), -1,

@@ -87,8 +87,7 @@ max-batch-items = 7
   EXPECT_EQ(c.server.drain_timeout.count(), 250);
   EXPECT_EQ(c.tls.crl, "/etc/custos/clients.crl");
   EXPECT_EQ(c.hsm.max_sessions, 4u);
-  EXPECT_EQ(c.hsm.module_env,
-            (std::vector<std::string>{"SOFTHSM2_CONF=/tmp/a.conf", "OTHER=x=y"}));
+  EXPECT_EQ(c.hsm.module_env, (std::vector<std::string>{"SOFTHSM2_CONF=/tmp/a.conf", "OTHER=x=y"}));
   EXPECT_EQ(c.limits.max_connections, 10u);
   EXPECT_EQ(c.limits.max_frame_bytes, 4096u);
   EXPECT_EQ(c.limits.max_inflight_per_connection, 2u);

@@ -24,15 +24,27 @@ constexpr char kBuilder[] = "spiffe://test.custos/builder";
 constexpr char kOutsider[] = "spiffe://elsewhere/mallory";
 
 constexpr std::string_view kPolicy = R"pb(
-version: 7
-role { name: "admin" }
-role { name: "builder" }
-binding { principal: "spiffe://test.custos/admin" roles: "admin" }
-binding { principal: "spiffe://test.custos/builder" roles: "builder" }
-key_rule { name: "admins-manage-keys" roles: "admin" operations: [CREATE, READ]
-           keys: "*" usages: "*" algorithms: "*" }
-key_rule { name: "builders-sign-code" roles: "builder" operations: [SIGN, READ]
-           keys: "*" usages: "code-signing" algorithms: "*" }
+  version: 7
+  role { name: "admin" }
+  role { name: "builder" }
+  binding { principal: "spiffe://test.custos/admin" roles: "admin" }
+  binding { principal: "spiffe://test.custos/builder" roles: "builder" }
+  key_rule {
+    name: "admins-manage-keys"
+    roles: "admin"
+    operations: [ CREATE, READ ]
+    keys: "*"
+    usages: "*"
+    algorithms: "*"
+  }
+  key_rule {
+    name: "builders-sign-code"
+    roles: "builder"
+    operations: [ SIGN, READ ]
+    keys: "*"
+    usages: "code-signing"
+    algorithms: "*"
+  }
 )pb";
 
 policy::Policy MustParse(std::string_view text) {
@@ -198,8 +210,7 @@ TEST_F(CoreTest, CreateListSignAndVerify) {
   get.mutable_get_key()->set_key("release");
   auto got = Call(kBuilder, get);
   ASSERT_EQ(got.status().code(), v1::OK);
-  EXPECT_EQ(got.get_key().versions(0).public_key_sha256(),
-            info.versions(0).public_key_sha256());
+  EXPECT_EQ(got.get_key().versions(0).public_key_sha256(), info.versions(0).public_key_sha256());
 }
 
 TEST_F(CoreTest, Ed25519SignsTheMessage) {
@@ -302,8 +313,7 @@ TEST_F(CoreTest, AlgorithmMustFitKeyAndBeKnown) {
             "algorithm rsa-pss-sha256 does not fit key release (ec-p256); use ecdsa-p256-sha256");
   auto unknown = Sign("release", "ecdsa-sha1", digest);
   EXPECT_EQ(unknown.status().code(), v1::INVALID_ARGUMENT);
-  EXPECT_NE(unknown.status().message().find("unknown algorithm \"ecdsa-sha1\""),
-            std::string::npos);
+  EXPECT_NE(unknown.status().message().find("unknown algorithm \"ecdsa-sha1\""), std::string::npos);
   auto none = Sign("release", "", digest);
   EXPECT_EQ(none.status().code(), v1::INVALID_ARGUMENT);
   auto bad_name = Sign("Release", "ecdsa-p256-sha256", digest);

@@ -19,16 +19,16 @@ TEST_P(KeyNameTest, Validates) {
   EXPECT_EQ(IsValidKeyName(GetParam().text), GetParam().valid) << GetParam().text;
 }
 
-INSTANTIATE_TEST_SUITE_P(
-    KeyName, KeyNameTest,
-    testing::Values(NameCase{"release", true}, NameCase{"a", true}, NameCase{"0", true},
-                    NameCase{"release-2024.v1_x", true}, NameCase{std::string(64, 'k'), true},
-                    NameCase{std::string(65, 'k'), false}, NameCase{"", false},
-                    NameCase{"Release", false}, NameCase{"-release", false},
-                    NameCase{".release", false}, NameCase{"_release", false},
-                    NameCase{"rel ease", false}, NameCase{"rel/ease", false},
-                    NameCase{"release@1", false}, NameCase{"rélease", false},
-                    NameCase{std::string("rel\0ease", 8), false}));
+INSTANTIATE_TEST_SUITE_P(KeyName, KeyNameTest,
+                         testing::Values(NameCase{"release", true}, NameCase{"a", true},
+                                         NameCase{"0", true}, NameCase{"release-2024.v1_x", true},
+                                         NameCase{std::string(64, 'k'), true},
+                                         NameCase{std::string(65, 'k'), false}, NameCase{"", false},
+                                         NameCase{"Release", false}, NameCase{"-release", false},
+                                         NameCase{".release", false}, NameCase{"_release", false},
+                                         NameCase{"rel ease", false}, NameCase{"rel/ease", false},
+                                         NameCase{"release@1", false}, NameCase{"rélease", false},
+                                         NameCase{std::string("rel\0ease", 8), false}));
 
 struct RefCase {
   std::string text;

@@ -31,7 +31,9 @@ class Error {
   // "CKR_..." or empty.
   std::string ckr_name() const;
   // True for faults the session pool may heal by itself.
-  bool retryable() const { return kind_ == ErrorKind::kUnavailable || kind_ == ErrorKind::kTimeout; }
+  bool retryable() const {
+    return kind_ == ErrorKind::kUnavailable || kind_ == ErrorKind::kTimeout;
+  }
 
  private:
   ErrorKind kind_;
@@ -45,8 +47,8 @@ std::string CkrName(unsigned long ckr);
 template <typename T>
 class [[nodiscard]] Result {
  public:
-  Result(T value) : v_(std::move(value)) {}          // NOLINT: implicit by design
-  Result(Error error) : v_(std::move(error)) {}      // NOLINT
+  Result(T value) : v_(std::move(value)) {}      // NOLINT: implicit by design
+  Result(Error error) : v_(std::move(error)) {}  // NOLINT
   bool ok() const { return v_.index() == 0; }
   explicit operator bool() const { return ok(); }
   T& value() & { return std::get<0>(v_); }

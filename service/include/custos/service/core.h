@@ -80,8 +80,8 @@ class SigningCore final : public RequestHandler {
   void HandleListKeys(std::string_view principal, custos::v1::Response& resp);
   void HandleGetKey(std::string_view principal, const custos::v1::GetKeyRequest& req,
                     custos::v1::Response& resp);
-  void HandleGetPublicKey(std::string_view principal,
-                          const custos::v1::GetPublicKeyRequest& req, custos::v1::Response& resp);
+  void HandleGetPublicKey(std::string_view principal, const custos::v1::GetPublicKeyRequest& req,
+                          custos::v1::Response& resp);
 
   // Steps 1-3 of the check order for an operation on one key version. On
   // refusal fills `status` and returns false.
@@ -102,7 +102,7 @@ class SigningCore final : public RequestHandler {
 
   mutable std::shared_mutex mu_;
   std::map<std::string, std::shared_ptr<const CachedKey>, std::less<>> keys_;  // GUARDED_BY(mu_)
-  std::set<std::string, std::less<>> creating_;                                 // GUARDED_BY(mu_)
+  std::set<std::string, std::less<>> creating_;                                // GUARDED_BY(mu_)
 };
 
 }  // namespace custos::service
