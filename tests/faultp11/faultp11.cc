@@ -69,51 +69,77 @@ namespace {
 // Every function of the 2.40 function list with what `removed` does to it:
 // kAlways = unaffected, kToken = CKR_TOKEN_NOT_PRESENT, kSession =
 // CKR_DEVICE_REMOVED. (C_GetSlotList and C_GetSlotInfo are handled apart.)
-#define FAULTP11_FUNCTIONS(X)                                                                      \
-  X(C_Initialize, kAlways)                                                                         \
-  X(C_Finalize, kAlways)                                                                           \
-  X(C_GetInfo, kAlways)                                                                            \
-  X(C_GetFunctionList, kAlways) X(C_GetSlotList, kAlways) X(C_GetSlotInfo, kAlways) X(             \
-      C_GetTokenInfo, kToken) X(C_GetMechanismList, kToken) X(C_GetMechanismInfo, kToken)          \
-      X(C_InitToken, kToken) X(C_InitPIN, kSession) X(C_SetPIN, kSession) X(C_OpenSession, kToken) \
-          X(C_CloseSession, kSession) X(C_CloseAllSessions, kToken) X(                             \
-              C_GetSessionInfo, kSession) X(C_GetOperationState, kSession)                         \
-              X(C_SetOperationState, kSession) X(C_Login, kSession) X(C_Logout, kSession) X(       \
-                  C_CreateObject, kSession) X(C_CopyObject, kSession) X(C_DestroyObject, kSession) \
-                  X(C_GetObjectSize, kSession) X(C_GetAttributeValue, kSession) X(                 \
-                      C_SetAttributeValue, kSession) X(C_FindObjectsInit,                          \
-                                                       kSession) X(C_FindObjects, kSession)        \
-                      X(C_FindObjectsFinal, kSession) X(C_EncryptInit, kSession) X(                \
-                          C_Encrypt, kSession) X(C_EncryptUpdate,                                  \
-                                                 kSession) X(C_EncryptFinal, kSession)             \
-                          X(C_DecryptInit, kSession) X(C_Decrypt, kSession) X(                     \
-                              C_DecryptUpdate, kSession) X(C_DecryptFinal,                         \
-                                                           kSession) X(C_DigestInit, kSession)     \
-                              X(C_Digest, kSession) X(C_DigestUpdate, kSession) X(                 \
-                                  C_DigestKey, kSession)                                           \
-                                  X(C_DigestFinal, kSession) X(C_SignInit, kSession) X(            \
-                                      C_Sign,                                                      \
-                                      kSession) X(C_SignUpdate, kSession)                          \
-                                      X(C_SignFinal, kSession) X(C_SignRecoverInit, kSession) X(   \
-                                          C_SignRecover, kSession) X(C_VerifyInit, kSession)       \
-                                          X(C_Verify, kSession) X(C_VerifyUpdate, kSession) X(     \
-                                              C_VerifyFinal, kSession) X(C_VerifyRecoverInit,      \
-                                                                         kSession)                 \
-                                              X(C_VerifyRecover, kSession) X(                      \
-                                                  C_DigestEncryptUpdate,                           \
-                                                  kSession) X(C_DecryptDigestUpdate, kSession)     \
-                                                  X(C_SignEncryptUpdate, kSession) X(              \
-                                                      C_DecryptVerifyUpdate,                       \
-                                                      kSession) X(C_GenerateKey, kSession)         \
-                                                      X(C_GenerateKeyPair, kSession) X(            \
-                                                          C_WrapKey, kSession) X(C_UnwrapKey,      \
-                                                                                 kSession)         \
-                                                          X(C_DeriveKey, kSession) X(C_SeedRandom, \
-                                                                                     kSession)     \
-                                                              X(C_GenerateRandom, kSession) X(     \
-                                                                  C_GetFunctionStatus, kSession)   \
-                                                                  X(C_CancelFunction, kSession) X( \
-                                                                      C_WaitForSlotEvent, kAlways)
+// clang-format off
+#define FAULTP11_FUNCTIONS(X) \
+  X(C_Initialize, kAlways) \
+  X(C_Finalize, kAlways) \
+  X(C_GetInfo, kAlways) \
+  X(C_GetFunctionList, kAlways) \
+  X(C_GetSlotList, kAlways) \
+  X(C_GetSlotInfo, kAlways) \
+  X(C_GetTokenInfo, kToken) \
+  X(C_GetMechanismList, kToken) \
+  X(C_GetMechanismInfo, kToken) \
+  X(C_InitToken, kToken) \
+  X(C_InitPIN, kSession) \
+  X(C_SetPIN, kSession) \
+  X(C_OpenSession, kToken) \
+  X(C_CloseSession, kSession) \
+  X(C_CloseAllSessions, kToken) \
+  X(C_GetSessionInfo, kSession) \
+  X(C_GetOperationState, kSession) \
+  X(C_SetOperationState, kSession) \
+  X(C_Login, kSession) \
+  X(C_Logout, kSession) \
+  X(C_CreateObject, kSession) \
+  X(C_CopyObject, kSession) \
+  X(C_DestroyObject, kSession) \
+  X(C_GetObjectSize, kSession) \
+  X(C_GetAttributeValue, kSession) \
+  X(C_SetAttributeValue, kSession) \
+  X(C_FindObjectsInit, kSession) \
+  X(C_FindObjects, kSession) \
+  X(C_FindObjectsFinal, kSession) \
+  X(C_EncryptInit, kSession) \
+  X(C_Encrypt, kSession) \
+  X(C_EncryptUpdate, kSession) \
+  X(C_EncryptFinal, kSession) \
+  X(C_DecryptInit, kSession) \
+  X(C_Decrypt, kSession) \
+  X(C_DecryptUpdate, kSession) \
+  X(C_DecryptFinal, kSession) \
+  X(C_DigestInit, kSession) \
+  X(C_Digest, kSession) \
+  X(C_DigestUpdate, kSession) \
+  X(C_DigestKey, kSession) \
+  X(C_DigestFinal, kSession) \
+  X(C_SignInit, kSession) \
+  X(C_Sign, kSession) \
+  X(C_SignUpdate, kSession) \
+  X(C_SignFinal, kSession) \
+  X(C_SignRecoverInit, kSession) \
+  X(C_SignRecover, kSession) \
+  X(C_VerifyInit, kSession) \
+  X(C_Verify, kSession) \
+  X(C_VerifyUpdate, kSession) \
+  X(C_VerifyFinal, kSession) \
+  X(C_VerifyRecoverInit, kSession) \
+  X(C_VerifyRecover, kSession) \
+  X(C_DigestEncryptUpdate, kSession) \
+  X(C_DecryptDigestUpdate, kSession) \
+  X(C_SignEncryptUpdate, kSession) \
+  X(C_DecryptVerifyUpdate, kSession) \
+  X(C_GenerateKey, kSession) \
+  X(C_GenerateKeyPair, kSession) \
+  X(C_WrapKey, kSession) \
+  X(C_UnwrapKey, kSession) \
+  X(C_DeriveKey, kSession) \
+  X(C_SeedRandom, kSession) \
+  X(C_GenerateRandom, kSession) \
+  X(C_GetFunctionStatus, kSession) \
+  X(C_CancelFunction, kSession) \
+  X(C_WaitForSlotEvent, kAlways)
+// clang-format on
 
 enum Fn : int {
 #define FAULTP11_ENUM(name, scope) k_##name,
