@@ -39,9 +39,16 @@ if [ "${CUSTOS_TEST_SKIP_ASAN:-0}" != "1" ]; then
 fi
 
 if [ "${CUSTOS_TEST_SKIP_FUZZ:-0}" != "1" ]; then
-  stage "build (libFuzzer, clang)"
-  scripts/build.sh "$ROOT/build-fuzz" -DCUSTOS_FUZZ=ON -DCMAKE_BUILD_TYPE=Debug \
-    -DCMAKE_C_COMPILER=clang -DCMAKE_CXX_COMPILER=clang++
+  stage "build (libFuzzer + ASan/UBSan, clang)"
+  FUZZ_TARGETS=$(cd tests/fuzz && ls *_fuzz.cc | sed 's/\.cc$//')
+  if [ ! -f build-fuzz/CMakeCache.txt ]; then
+    cmake -S . -B build-fuzz -G Ninja -DCMAKE_BUILD_TYPE=Debug -DCUSTOS_FUZZ=ON \
+      -DCUSTOS_SANITIZE=ON -DCUSTOS_WERROR=OFF \
+      -DCMAKE_C_COMPILER=clang -DCMAKE_CXX_COMPILER=clang++
+  fi
+  # Only the fuzz targets and what they link: the rest is tested above.
+  # shellcheck disable=SC2086
+  cmake --build build-fuzz -j "$JOBS" --target $FUZZ_TARGETS
   stage "fuzzing (${FUZZ_SECONDS:-20}s per target)"
   for fuzzer in build-fuzz/bin/*_fuzz; do
     [ -x "$fuzzer" ] || continue
