@@ -33,7 +33,8 @@ if [ "${CUSTOS_TEST_SKIP_ASAN:-0}" != "1" ]; then
   scripts/build.sh "$ROOT/build-asan" -DCUSTOS_SANITIZE=ON -DCMAKE_BUILD_TYPE=Debug
   stage "tests (ASan+UBSan)"
   export ASAN_OPTIONS="detect_leaks=1:abort_on_error=1:strict_string_checks=1"
-  export LSAN_OPTIONS="suppressions=$ROOT/tests/lsan.supp:print_suppressions=0"
+  # Full unwinding so that suppressions match leaks inside SoftHSM (EdDSA sign).
+  export LSAN_OPTIONS="suppressions=$ROOT/tests/lsan.supp:print_suppressions=0:fast_unwind_on_malloc=0"
   export UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1"
   (cd build-asan && ctest --output-on-failure -j "$JOBS" --timeout 600)
 fi

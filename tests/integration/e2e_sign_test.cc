@@ -20,6 +20,9 @@ class E2eSign : public ::testing::Test {
     ASSERT_TRUE(deployment_->Start()) << deployment_->log();
   }
   static void TearDownTestSuite() {
+    // A graceful shutdown exits 0 (under ASan this also means no leak or UB
+    // report from the daemon).
+    EXPECT_EQ(deployment_->Stop(), 0) << deployment_->log();
     delete deployment_;
     deployment_ = nullptr;
   }
