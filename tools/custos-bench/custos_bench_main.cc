@@ -341,8 +341,9 @@ pid_t SpawnDaemon(const Options& o, const std::string& self) {
   const std::string log = o.dir + "/custos-bench-custosd.log";
   pid_t pid = fork();
   if (pid == 0) {
-    std::FILE* f = std::freopen(log.c_str(), "a", stderr);
-    (void)f;
+    // The daemon's output goes to a log beside the deployment, not into the table.
+    if (std::freopen(log.c_str(), "a", stderr) == nullptr || dup2(fileno(stderr), 1) < 0)
+      _exit(126);
     std::string conf = o.dir + "/custosd.conf";
     execl(custosd.c_str(), custosd.c_str(), "--config", conf.c_str(), static_cast<char*>(nullptr));
     _exit(127);
