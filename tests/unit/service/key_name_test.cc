@@ -2,7 +2,9 @@
 
 #include <gtest/gtest.h>
 
+#include <cctype>
 #include <optional>
+#include <ostream>
 #include <string>
 
 namespace custos::service {
@@ -12,6 +14,15 @@ struct NameCase {
   std::string text;
   bool valid;
 };
+
+// Readable, shell-safe names for ctest (gtest_discover_tests shows the param).
+std::string Printable(const std::string& text) {
+  std::string out;
+  for (unsigned char c : text)
+    out += std::isalnum(c) || c == '@' || c == '-' || c == '.' ? static_cast<char>(c) : '_';
+  return out.size() > 24 ? out.substr(0, 24) + "..." : out;
+}
+void PrintTo(const NameCase& c, std::ostream* os) { *os << "\"" << Printable(c.text) << "\""; }
 
 class KeyNameTest : public testing::TestWithParam<NameCase> {};
 
@@ -36,6 +47,8 @@ struct RefCase {
   std::string name;
   std::optional<std::uint32_t> version;
 };
+
+void PrintTo(const RefCase& c, std::ostream* os) { *os << "\"" << Printable(c.text) << "\""; }
 
 class KeyReferenceTest : public testing::TestWithParam<RefCase> {};
 
