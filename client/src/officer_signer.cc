@@ -471,23 +471,13 @@ Result<OfficerSigner> OfficerSigner::FromPkcs11Uri(std::string_view uri_text,
         " (unsupported type? libp11 0.4.12 handles RSA and EC only): " + OpenSslErrorText());
   }
 
-  // The public half: the token's public key object with the same id and
-  // label, else what libp11 derived for the private key.
-  PkeyPtr token_pub;
-  PKCS11_KEY* pubs = nullptr;
-  unsigned int npubs = 0;
-  if (PKCS11_enumerate_public_keys(slot->token, &pubs, &npubs) == 0) {
-    for (unsigned int i = 0; i < npubs && !token_pub; ++i) {
-      if (pubs[i].id_len == found->id_len &&
-          std::memcmp(pubs[i].id, found->id, found->id_len) == 0 &&
-          (found->label == nullptr ||
-           (pubs[i].label != nullptr && std::strcmp(pubs[i].label, found->label) == 0))) {
-        token_pub.reset(PKCS11_get_public_key(&pubs[i]));
-      }
-    }
-  }
+  // The public half as libp11 derives it for the private key (from the
+  // token's matching public key object or CKA_EC_POINT). Not taken from
+  // PKCS11_get_public_key(): in libp11 0.4.12 that keeps the slot alive past
+  // PKCS11_release_all_slots (a leak, with a copy of the PIN in it). Sign()
+  // checks every signature against this key, so a mismatch cannot go unseen.
   ERR_clear_error();
-  auto spki = SpkiOf(token_pub ? token_pub.get() : impl->key.get());
+  auto spki = SpkiOf(impl->key.get());
   if (!spki.ok()) {
     return Invalid("cannot read the public key of the officer key on " + impl->source);
   }
