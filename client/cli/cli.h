@@ -121,6 +121,9 @@ struct Invocation {
   std::vector<std::string> args;  // positional arguments after the command words
   std::string key_name;           // sign/verify --key NAME[@V]
   std::string type, usage, out, algorithm, in, sig, pubkey;
+  std::string expires;   // keys create/rotate --expires DURATION
+  std::string expiring;  // keys list --expiring DURATION
+  bool check = false;    // keys list --check
 
   // Connects on first use; a Failure carries exit code 2, 3 or 4.
   std::optional<Failure> Call(custos::v1::Request request, custos::v1::Response* response);
@@ -137,5 +140,23 @@ std::optional<Failure> Sign(Invocation& inv);
 // Sets *exit_code to kExitOk or kExitBadSignature.
 std::optional<Failure> Verify(Invocation& inv, int* exit_code);
 std::optional<Failure> Ping(Invocation& inv);
+
+// --- Key lifecycle (lifecycle_commands.cc) ---
+
+// Parses a duration "N" + unit (s, m, h, d), e.g. "365d", "2s", into seconds.
+// The Failure has exit code kExitUsage and names `option`.
+std::optional<Failure> ParseDuration(std::string_view text, std::string_view option,
+                                     std::uint64_t* seconds);
+// "2026-01-02T03:04:05Z".
+std::string FormatUtc(std::int64_t seconds);
+// A key as JSON (`--json` output of keys list/show/create/rotate/...).
+std::string KeyJson(const custos::v1::KeyInfo& k);
+// A key as text (keys show).
+void PrintKey(const custos::v1::KeyInfo& k);
+// One key version, for `keys list --json` and `keys show --json`.
+std::string KeyVersionJson(const custos::v1::KeyVersionInfo& v);
+std::optional<Failure> KeysRotate(Invocation& inv);
+// `action` is "disable", "enable", "destroy" or "mark-compromised".
+std::optional<Failure> KeysStateChange(Invocation& inv, std::string_view action);
 
 }  // namespace custos::cli

@@ -1,5 +1,6 @@
 #include <chrono>
 #include <cstdio>
+#include <ctime>
 #include <iostream>
 
 #include "cli.h"
@@ -24,58 +25,16 @@ std::string RefusalText(const v1::Status& status) {
 // "name@3" -> "name".
 std::string KeyBaseName(const std::string& key) { return key.substr(0, key.find('@')); }
 
-std::string VersionJson(const v1::KeyVersionInfo& v) {
-  return JsonObject()
-      .Add("version", static_cast<std::int64_t>(v.version()))
-      .Add("state", v.state())
-      .Add("created_at", static_cast<std::int64_t>(v.created_at()))
-      .Add("token_label", v.token_label())
-      .Add("token_id", v.token_id())
-      .Add("public_key_sha256", v.public_key_sha256())
-      .str();
-}
-
-std::string KeyJson(const v1::KeyInfo& k) {
-  std::vector<std::string> algs, versions;
-  for (const auto& a : k.algorithms()) algs.push_back(JsonString(a));
-  for (const auto& v : k.versions()) versions.push_back(VersionJson(v));
-  return JsonObject()
-      .Add("name", k.name())
-      .Add("key_type", k.key_type())
-      .Add("usage", k.usage())
-      .Add("active_version", static_cast<std::int64_t>(k.active_version()))
-      .AddRaw("algorithms", JsonArray(algs))
-      .AddRaw("versions", JsonArray(versions))
-      .str();
-}
-
 std::string Join(const google::protobuf::RepeatedPtrField<std::string>& items) {
   std::string out;
   for (const auto& s : items) out += (out.empty() ? "" : ",") + s;
   return out;
 }
 
-std::string FormatTime(std::int64_t seconds) {
-  const std::time_t t = static_cast<std::time_t>(seconds);
-  std::tm tm{};
-  if (gmtime_r(&t, &tm) == nullptr) return std::to_string(seconds);
-  char buf[32];
-  std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%SZ", &tm);
-  return buf;
-}
-
-void PrintKey(const v1::KeyInfo& k) {
-  std::printf("name:           %s\n", k.name().c_str());
-  std::printf("type:           %s\n", k.key_type().c_str());
-  std::printf("usage:          %s\n", k.usage().c_str());
-  std::printf("active version: %u\n", k.active_version());
-  std::printf("algorithms:     %s\n", Join(k.algorithms()).c_str());
-  for (const auto& v : k.versions()) {
-    std::printf("version %u: %s, created %s, token label %s, id %s\n", v.version(),
-                v.state().c_str(), FormatTime(v.created_at()).c_str(), v.token_label().c_str(),
-                v.token_id().c_str());
-    std::printf("  public key sha256: %s\n", v.public_key_sha256().c_str());
-  }
+// "2026-01-02T03:04:05Z (expired)", or "never".
+std::string ExpiryText(const v1::KeyVersionInfo& v) {
+  if (v.expires_at() == 0) return "never";
+  return FormatUtc(v.expires_at()) + (v.expired() ? " (expired)" : "");
 }
 
 std::optional<Failure> NeedArgs(const Invocation& inv, std::size_t n, const char* usage) {
@@ -109,6 +68,38 @@ std::optional<Failure> ChooseAlgorithm(const Invocation& inv, const std::string&
 
 }  // namespace
 
+std::string KeyJson(const v1::KeyInfo& k) {
+  std::vector<std::string> algs, versions;
+  for (const auto& a : k.algorithms()) algs.push_back(JsonString(a));
+  for (const auto& v : k.versions()) versions.push_back(KeyVersionJson(v));
+  return JsonObject()
+      .Add("name", k.name())
+      .Add("key_type", k.key_type())
+      .Add("usage", k.usage())
+      .Add("active_version", static_cast<std::int64_t>(k.active_version()))
+      .AddRaw("algorithms", JsonArray(algs))
+      .AddRaw("versions", JsonArray(versions))
+      .str();
+}
+
+void PrintKey(const v1::KeyInfo& k) {
+  std::printf("name:           %s\n", k.name().c_str());
+  std::printf("type:           %s\n", k.key_type().c_str());
+  std::printf("usage:          %s\n", k.usage().c_str());
+  if (k.active_version() != 0) {
+    std::printf("active version: %u\n", k.active_version());
+  } else {
+    std::printf("active version: none\n");
+  }
+  std::printf("algorithms:     %s\n", Join(k.algorithms()).c_str());
+  for (const auto& v : k.versions()) {
+    std::printf("version %u: %s, created %s, expires %s, token label %s, id %s\n", v.version(),
+                v.state().c_str(), FormatUtc(static_cast<std::int64_t>(v.created_at())).c_str(),
+                ExpiryText(v).c_str(), v.token_label().c_str(), v.token_id().c_str());
+    std::printf("  public key sha256: %s\n", v.public_key_sha256().c_str());
+  }
+}
+
 std::optional<Failure> Invocation::Call(v1::Request request, v1::Response* response) {
   if (!client_) {
     auto connected = client::Client::Connect(config);
@@ -131,21 +122,82 @@ std::optional<Failure> Invocation::Call(v1::Request request, v1::Response* respo
 }
 
 std::optional<Failure> KeysList(Invocation& inv) {
-  if (auto f = NeedArgs(inv, 0, "custos keys list [--json]")) return f;
+  if (auto f = NeedArgs(inv, 0, "custos keys list [--check] [--expiring DURATION] [--json]")) {
+    return f;
+  }
+  // --expiring: only versions that expire within DURATION from now, or have.
+  std::optional<std::int64_t> horizon;
+  if (!inv.expiring.empty()) {
+    std::uint64_t seconds = 0;
+    if (auto f = ParseDuration(inv.expiring, "expiring", &seconds)) return f;
+    horizon = static_cast<std::int64_t>(std::time(nullptr)) + static_cast<std::int64_t>(seconds);
+  }
+  auto shown = [&](const v1::KeyVersionInfo& v) {
+    return !horizon ||
+           (v.expires_at() != 0 && v.state() != "destroyed" && v.expires_at() <= *horizon);
+  };
   v1::Request req;
-  req.mutable_list_keys();
+  req.mutable_list_keys()->set_check(inv.check);
   v1::Response resp;
   if (auto f = inv.Call(req, &resp)) return f;
+  const auto& list = resp.list_keys();
   if (inv.json) {
     std::vector<std::string> keys;
-    for (const auto& k : resp.list_keys().keys()) keys.push_back(KeyJson(k));
-    std::printf("%s\n", JsonObject().AddRaw("keys", JsonArray(keys)).str().c_str());
+    for (const auto& k : list.keys()) {
+      if (!horizon) {
+        keys.push_back(KeyJson(k));
+        continue;
+      }
+      v1::KeyInfo filtered = k;
+      filtered.clear_versions();
+      for (const auto& v : k.versions()) {
+        if (shown(v)) *filtered.add_versions() = v;
+      }
+      if (filtered.versions_size() > 0) keys.push_back(KeyJson(filtered));
+    }
+    JsonObject o;
+    o.AddRaw("keys", JsonArray(keys));
+    if (list.checked()) {
+      std::vector<std::string> unknown;
+      for (const auto& u : list.unknown_token_objects()) {
+        unknown.push_back(JsonObject()
+                              .Add("label", u.label())
+                              .Add("token_id", u.token_id())
+                              .Add("key_type", u.key_type())
+                              .Add("reason", u.reason())
+                              .str());
+      }
+      o.AddBool("checked", true).AddRaw("unknown_token_objects", JsonArray(unknown));
+      if (!list.check_error().empty()) o.Add("check_error", list.check_error());
+    }
+    std::printf("%s\n", o.str().c_str());
     return std::nullopt;
   }
-  std::printf("%-24s %-9s %-13s %-7s %s\n", "NAME", "TYPE", "USAGE", "ACTIVE", "ALGORITHMS");
-  for (const auto& k : resp.list_keys().keys()) {
-    std::printf("%-24s %-9s %-13s %-7u %s\n", k.name().c_str(), k.key_type().c_str(),
-                k.usage().c_str(), k.active_version(), Join(k.algorithms()).c_str());
+  std::printf("%-28s %-9s %-13s %-14s %-20s %-30s %-16s %-16s%s\n", "KEY", "TYPE", "USAGE", "STATE",
+              "CREATED", "EXPIRES", "TOKEN_ID", "SHA256", list.checked() ? " TOKEN" : "");
+  for (const auto& k : list.keys()) {
+    for (const auto& v : k.versions()) {
+      if (!shown(v)) continue;
+      const std::string key = k.name() + "@" + std::to_string(v.version());
+      std::printf("%-28s %-9s %-13s %-14s %-20s %-30s %-16s %-16s%s%s\n", key.c_str(),
+                  k.key_type().c_str(), k.usage().c_str(), v.state().c_str(),
+                  FormatUtc(static_cast<std::int64_t>(v.created_at())).c_str(),
+                  ExpiryText(v).c_str(), v.token_id().c_str(),
+                  v.public_key_sha256().substr(0, 16).c_str(), list.checked() ? " " : "",
+                  v.token_check().c_str());
+    }
+  }
+  if (list.checked()) {
+    if (!list.check_error().empty()) {
+      std::printf("token check failed: %s\n", list.check_error().c_str());
+    }
+    for (const auto& u : list.unknown_token_objects()) {
+      std::printf("unknown token object: label %s, id %s, type %s: %s\n",
+                  u.label().empty() ? "(none)" : u.label().c_str(),
+                  u.token_id().empty() ? "(none)" : u.token_id().c_str(),
+                  u.key_type().empty() ? "(unsupported)" : u.key_type().c_str(),
+                  u.reason().c_str());
+    }
   }
   return std::nullopt;
 }
@@ -153,7 +205,7 @@ std::optional<Failure> KeysList(Invocation& inv) {
 std::optional<Failure> KeysCreate(Invocation& inv) {
   const char* usage =
       "custos keys create NAME --type ec-p256|ec-p384|rsa-2048|rsa-3072|rsa-4096|ed25519 "
-      "--usage code-signing|ca|ssh-ca|timestamping|audit [--json]";
+      "--usage code-signing|ca|ssh-ca|timestamping|audit [--expires DURATION] [--json]";
   if (auto f = NeedArgs(inv, 1, usage)) return f;
   if (inv.type.empty() || inv.usage.empty()) return Usage(std::string("usage: ") + usage);
   if (!IsKeyType(inv.type)) {
@@ -168,6 +220,11 @@ std::optional<Failure> KeysCreate(Invocation& inv) {
   req.mutable_create_key()->set_name(inv.args[0]);
   req.mutable_create_key()->set_key_type(inv.type);
   req.mutable_create_key()->set_usage(inv.usage);
+  if (!inv.expires.empty()) {
+    std::uint64_t seconds = 0;
+    if (auto f = ParseDuration(inv.expires, "expires", &seconds)) return f;
+    req.mutable_create_key()->set_crypto_period_seconds(seconds);
+  }
   v1::Response resp;
   if (auto f = inv.Call(req, &resp)) return f;
   if (inv.json) {

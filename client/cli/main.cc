@@ -16,11 +16,22 @@ namespace {
 constexpr const char* kHelp = R"(usage: custos [GLOBAL OPTIONS] COMMAND [ARGS] [OPTIONS]
 
 Commands:
-  keys list [--json]
-  keys create NAME --type TYPE --usage USAGE [--json]
+  keys list [--check] [--expiring DURATION] [--json]
+        one line per key version; --check compares with the token (TOKEN
+        column, unknown token objects); --expiring lists only versions that
+        expire within DURATION or have expired
+  keys create NAME --type TYPE --usage USAGE [--expires DURATION] [--json]
         TYPE: ec-p256 ec-p384 rsa-2048 rsa-3072 rsa-4096 ed25519
         USAGE: code-signing ca ssh-ca timestamping audit
+        DURATION: a number with a unit s, m, h or d (365d, 12h, 30s)
   keys show NAME [--json]
+  keys rotate NAME [--expires DURATION] [--json]
+        makes version n+1 active; the previous active version is deactivated
+  keys disable NAME[@V]                  active -> deactivated (verify only)
+  keys enable NAME[@V]                   deactivated/pre-activation -> active
+  keys mark-compromised NAME[@V]         never signs again
+  keys destroy NAME[@V]                  deletes the token objects; final
+        without @V: the active version, else the highest
   keys pubkey NAME[@V] [--out FILE]      PEM SubjectPublicKeyInfo
   sign --key NAME[@V] [--algorithm ALG] --in FILE --out SIG [--json]
   verify --key NAME[@V] [--algorithm ALG] --in FILE --sig SIG [--pubkey PEM] [--json]
@@ -86,8 +97,13 @@ struct Command {
 };
 
 const Command kCommands[] = {
-    {"keys list", {}},
-    {"keys create", {"type", "usage"}},
+    {"keys list", {"check", "expiring"}},
+    {"keys create", {"type", "usage", "expires"}},
+    {"keys rotate", {"expires"}},
+    {"keys disable", {}},
+    {"keys enable", {}},
+    {"keys destroy", {}},
+    {"keys mark-compromised", {}},
     {"keys show", {}},
     {"keys pubkey", {"out"}},
     {"sign", {"key", "algorithm", "in", "out"}},
@@ -153,7 +169,9 @@ int Run(int argc, char** argv) {
   std::size_t words = 1;
   if (name == "keys") {
     if (command_args.size() < 2 || command_args[1][0] == '-') {
-      return UsageError("keys needs a subcommand: list, create, show or pubkey");
+      return UsageError(
+          "keys needs a subcommand: list, create, show, pubkey, rotate, disable, enable, "
+          "destroy or mark-compromised");
     }
     name += " " + command_args[1];
     words = 2;
@@ -170,7 +188,8 @@ int Run(int argc, char** argv) {
   if (key_is_signing_key) local_desc.add_options()("key", po::value(&inv.key_name));
   local_desc.add_options()("type", po::value(&inv.type))("usage", po::value(&inv.usage))(
       "out", po::value(&inv.out))("algorithm", po::value(&inv.algorithm))("in", po::value(&inv.in))(
-      "sig", po::value(&inv.sig))("pubkey", po::value(&inv.pubkey))("args", po::value(&inv.args));
+      "sig", po::value(&inv.sig))("pubkey", po::value(&inv.pubkey))("args", po::value(&inv.args))(
+      "expires", po::value(&inv.expires))("expiring", po::value(&inv.expiring))("check", "");
   po::positional_options_description positional;
   positional.add("args", -1);
   try {
@@ -203,6 +222,7 @@ int Run(int argc, char** argv) {
     return kExitOk;
   }
   inv.json = global_vm.count("json") > 0 || local_vm.count("json") > 0;
+  inv.check = local_vm.count("check") > 0;
 
   std::string config_path = !local.config.empty() ? local.config : global.config;
   if (config_path.empty()) {
@@ -226,6 +246,11 @@ int Run(int argc, char** argv) {
     failure = KeysShow(inv);
   } else if (name == "keys pubkey") {
     failure = KeysPubkey(inv);
+  } else if (name == "keys rotate") {
+    failure = KeysRotate(inv);
+  } else if (name == "keys disable" || name == "keys enable" || name == "keys destroy" ||
+             name == "keys mark-compromised") {
+    failure = KeysStateChange(inv, std::string_view(name).substr(5));
   } else if (name == "sign") {
     failure = Sign(inv);
   } else if (name == "verify") {

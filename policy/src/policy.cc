@@ -180,6 +180,16 @@ std::string_view OperationName(Operation op) {
       return "create";
     case Operation::kRead:
       return "read";
+    case Operation::kRotate:
+      return "rotate";
+    case Operation::kDisable:
+      return "disable";
+    case Operation::kEnable:
+      return "enable";
+    case Operation::kDestroy:
+      return "destroy";
+    case Operation::kMarkCompromised:
+      return "mark-compromised";
   }
   return "unknown";
 }
@@ -438,7 +448,9 @@ std::optional<ParseError> Compiler::CompileRules(const pb::PolicyFile& file,
     }
 
     if (rule.operations().empty()) {
-      return ErrorAt(at(), what + " lists no operations (use SIGN, CREATE or READ)");
+      return ErrorAt(at(), what +
+                               " lists no operations (use SIGN, CREATE, READ, ROTATE, DISABLE, "
+                               "ENABLE, DESTROY or MARK_COMPROMISED)");
     }
     for (int j = 0; j < rule.operations_size(); ++j) {
       switch (rule.operations(j)) {
@@ -451,13 +463,29 @@ std::optional<ParseError> Compiler::CompileRules(const pb::PolicyFile& file,
         case pb::READ:
           compiled.operations |= OperationBit(Operation::kRead);
           break;
+        case pb::ROTATE:
+          compiled.operations |= OperationBit(Operation::kRotate);
+          break;
+        case pb::DISABLE:
+          compiled.operations |= OperationBit(Operation::kDisable);
+          break;
+        case pb::ENABLE:
+          compiled.operations |= OperationBit(Operation::kEnable);
+          break;
+        case pb::DESTROY:
+          compiled.operations |= OperationBit(Operation::kDestroy);
+          break;
+        case pb::MARK_COMPROMISED:
+          compiled.operations |= OperationBit(Operation::kMarkCompromised);
+          break;
         default:
-          return ErrorAt(Locate(tree, operations_field, j),
-                         what + " lists operation " +
-                             (rule.operations(j) == pb::OPERATION_UNSPECIFIED
-                                  ? std::string("OPERATION_UNSPECIFIED")
-                                  : std::to_string(rule.operations(j))) +
-                             "; use SIGN, CREATE or READ");
+          return ErrorAt(
+              Locate(tree, operations_field, j),
+              what + " lists operation " +
+                  (rule.operations(j) == pb::OPERATION_UNSPECIFIED
+                       ? std::string("OPERATION_UNSPECIFIED")
+                       : std::to_string(rule.operations(j))) +
+                  "; use SIGN, CREATE, READ, ROTATE, DISABLE, ENABLE, DESTROY or MARK_COMPROMISED");
       }
     }
 
@@ -527,10 +555,13 @@ std::optional<ParseError> Compiler::CompileRules(const pb::PolicyFile& file,
                        what + " allows SIGN but names no signing algorithm (e.g. " +
                            std::string(kSignAlgorithms[0]) + ") or \"*\"");
       }
-      if ((compiled.operations & OperationBit(Operation::kCreate)) && !names_key_type) {
+      const bool creates = (compiled.operations & OperationBit(Operation::kCreate)) != 0;
+      const bool rotates = (compiled.operations & OperationBit(Operation::kRotate)) != 0;
+      if ((creates || rotates) && !names_key_type) {
         return ErrorAt(Locate(tree, algorithms_field, 0),
-                       what + " allows CREATE but names no key type (e.g. " +
-                           std::string(kKeyTypes[0]) + ") or \"*\"");
+                       what + (creates ? " allows CREATE" : " allows ROTATE") +
+                           " but names no key type (e.g. " + std::string(kKeyTypes[0]) +
+                           ") or \"*\"");
       }
     }
 
@@ -610,7 +641,9 @@ std::vector<std::string> Policy::RolesOf(std::string_view principal) const {
 
 Decision Policy::Check(const KeyRequest& request) const {
   const Impl& impl = *impl_;
-  const bool needs_algorithm = request.operation != Operation::kRead;
+  const bool needs_algorithm = request.operation == Operation::kSign ||
+                               request.operation == Operation::kCreate ||
+                               request.operation == Operation::kRotate;
   auto deny = [](std::string reason) {
     return Decision{false, std::string(kDefaultDenyRule), std::move(reason)};
   };

@@ -109,6 +109,29 @@ std::span<const std::uint8_t> Bytes(const std::string& s) {
   return {reinterpret_cast<const std::uint8_t*>(s.data()), s.size()};
 }
 
+std::int64_t Now() { return static_cast<std::int64_t>(std::time(nullptr)); }
+
+// The longest crypto-period a request may ask for: 100 years.
+constexpr std::uint64_t kMaxCryptoPeriodSeconds = 100ull * 365 * 24 * 3600;
+
+std::string VersionKey(std::string_view name, std::uint32_t version) {
+  return std::string(name) + "@" + std::to_string(version);
+}
+
+Operation OperationOf(KeyAction action) {
+  switch (action) {
+    case KeyAction::kDisable:
+      return Operation::kDisable;
+    case KeyAction::kEnable:
+      return Operation::kEnable;
+    case KeyAction::kMarkCompromised:
+      return Operation::kMarkCompromised;
+    case KeyAction::kDestroy:
+      return Operation::kDestroy;
+  }
+  return Operation::kDestroy;
+}
+
 }  // namespace
 
 struct SigningCore::CachedVersion {
@@ -121,8 +144,30 @@ struct SigningCore::CachedKey {
   std::string name;
   pkcs11::KeyType type = pkcs11::KeyType::kEcP256;
   std::string usage;
-  std::uint32_t active_version = 1;
+  std::int64_t created_at = 0;
+  std::uint32_t active_version = 1;  // 0: none; derived from the states
   std::map<std::uint32_t, CachedVersion> versions;
+  std::vector<VersionState> states;  // derived from `versions`, ascending
+
+  // Recomputes `states` and `active_version` after `versions` changed.
+  void Refresh() {
+    states.clear();
+    for (const auto& [n, v] : versions) {
+      states.push_back(VersionState{n, v.record.state, v.record.expires_at});
+    }
+    active_version = ActiveVersion(states);
+  }
+
+  KeyRecord ToRecord() const {
+    KeyRecord rec;
+    rec.name = name;
+    rec.key_type = std::string(pkcs11::KeyTypeName(type));
+    rec.usage = usage;
+    rec.active_version = active_version;
+    rec.created_at = created_at;
+    for (const auto& [n, v] : versions) rec.versions.push_back(v.record);
+    return rec;
+  }
 };
 
 struct SigningCore::Resolved {
@@ -203,7 +248,7 @@ Result<std::unique_ptr<SigningCore>> SigningCore::Create(std::unique_ptr<pkcs11:
     key->name = rec.name;
     key->type = *type;
     key->usage = rec.usage;
-    key->active_version = rec.active_version;
+    key->created_at = rec.created_at;
     for (auto& v : rec.versions) {
       CachedVersion cv;
       cv.ref.label = v.token_label;
@@ -212,32 +257,122 @@ Result<std::unique_ptr<SigningCore>> SigningCore::Create(std::unique_ptr<pkcs11:
       cv.ref.spki_der = v.spki_der;
       cv.spki_sha256 = Sha256Hex(v.spki_der);
       cv.record = std::move(v);
-      if (cv.record.state == KeyState::kActive) {
-        auto found = core->token_->FindKey(cv.ref.label, cv.ref.id);
-        if (!found) {
-          LogLine(logger, LogLevel::kWarn, "key_not_on_token")
-              .Str("key", rec.name + "@" + std::to_string(cv.record.version))
-              .Str("token_label", cv.ref.label)
-              .Str("error", found.error().message());
-        } else if (found->spki_der != cv.ref.spki_der) {
-          LogLine(logger, LogLevel::kWarn, "key_mismatch_on_token")
-              .Str("key", rec.name + "@" + std::to_string(cv.record.version))
-              .Str("token_label", cv.ref.label)
-              .Str("error",
-                   "the token's public key differs from the stored one; "
-                   "signing with this version will be refused");
-        }
-      }
       key->versions.emplace(cv.record.version, std::move(cv));
     }
+    key->Refresh();
     core->keys_.emplace(rec.name, std::move(key));
   }
+  core->LogReconcile(core->Reconcile());
   return core;
+}
+
+SigningCore::ReconcileReport SigningCore::Reconcile() const {
+  ReconcileReport report;
+  auto listed = token_->ListPrivateKeys();
+  if (!listed) {
+    report.error = "cannot list the token's keys: " + listed.error().message();
+    return report;
+  }
+  report.ok = true;
+  // Token objects by label and id; `matched` marks those a version names.
+  std::map<std::pair<std::string, std::string>, bool> matched;
+  for (const auto& t : listed.value()) matched.emplace(std::make_pair(t.label, Hex(t.id)), false);
+  std::vector<std::shared_ptr<const CachedKey>> all;
+  {
+    std::shared_lock lock(mu_);
+    for (const auto& [name, key] : keys_) all.push_back(key);
+  }
+  for (const auto& key : all) {
+    for (const auto& [n, v] : key->versions) {
+      auto it = matched.find(std::make_pair(v.ref.label, Hex(v.ref.id)));
+      const bool present = it != matched.end();
+      if (present) it->second = true;
+      std::string check;
+      if (v.record.state == KeyState::kDestroyed) {
+        check = present ? "present-after-destroy" : "absent";
+      } else if (!present) {
+        check = "missing";
+      } else {
+        auto found = token_->FindKey(v.ref.label, v.ref.id);
+        if (!found) {
+          check = "public-key-unreadable";
+        } else {
+          check = found->spki_der == v.ref.spki_der ? "present" : "public-key-differs";
+        }
+      }
+      if (check != "present" && check != "absent") ++report.problems;
+      report.versions.emplace(VersionKey(key->name, n), std::move(check));
+    }
+  }
+  for (const auto& t : listed.value()) {
+    auto it = matched.find(std::make_pair(t.label, Hex(t.id)));
+    if (it == matched.end() || it->second) continue;
+    it->second = true;  // report duplicates of one label and id once
+    v1::TokenObjectInfo info;
+    info.set_label(t.label);
+    info.set_token_id(Hex(t.id));
+    if (t.type) info.set_key_type(std::string(pkcs11::KeyTypeName(*t.type)));
+    info.set_reason(t.label.rfind("custos:", 0) == 0 ? "custos label not in the key store"
+                                                     : "foreign object");
+    report.unknown.push_back(std::move(info));
+    ++report.problems;
+  }
+  return report;
+}
+
+void SigningCore::LogReconcile(const ReconcileReport& report) const {
+  if (!report.ok) {
+    LogLine(logger_, LogLevel::kWarn, "reconcile_failed").Str("error", report.error);
+    return;
+  }
+  for (const auto& [key, check] : report.versions) {
+    if (check == "present" || check == "absent") continue;
+    LogLine(logger_, LogLevel::kWarn, "reconcile_version")
+        .Str("key", key)
+        .Str("token_check", check)
+        .Str("message", check == "missing" ? "the token has no objects for this key version; "
+                                             "signing with it will fail"
+                        : check == "present-after-destroy"
+                            ? "the key version is destroyed but its objects are on the token"
+                            : "the token's public key differs from the stored one or cannot be "
+                              "read; signing with this version will be refused");
+  }
+  for (const auto& obj : report.unknown) {
+    LogLine(logger_, LogLevel::kWarn, "reconcile_unknown_object")
+        .Str("token_label", obj.label())
+        .Str("token_id", obj.token_id())
+        .Str("key_type", obj.key_type())
+        .Str("reason", obj.reason());
+  }
+  LogLine(logger_, report.problems == 0 ? LogLevel::kInfo : LogLevel::kWarn, "reconcile")
+      .Unsigned("versions", report.versions.size())
+      .Unsigned("unknown_objects", report.unknown.size())
+      .Unsigned("problems", report.problems)
+      .Str("message", "compared the key store with the token; nothing was changed");
 }
 
 std::size_t SigningCore::key_count() const {
   std::shared_lock lock(mu_);
   return keys_.size();
+}
+
+Result<std::vector<std::uint8_t>> SigningCore::SignAuditDigest(std::string_view name,
+                                                               std::span<const std::uint8_t> digest,
+                                                               std::string* key_version) {
+  auto key = Find(name);
+  if (!key) return Error{"no audit key named " + std::string(name)};
+  if (key->usage != "audit" || key->type != pkcs11::KeyType::kEcP256) {
+    return Error{"key " + std::string(name) + " is not an ec-p256 key of usage audit"};
+  }
+  auto it = key->versions.find(key->active_version);
+  if (it == key->versions.end() || it->second.record.state != KeyState::kActive) {
+    return Error{"audit key " + std::string(name) + " has no active version"};
+  }
+  auto sig = token_->Sign(it->second.ref, pkcs11::SignAlgorithm::kEcdsaP256Sha256, digest);
+  if (!sig)
+    return Error{"signing a checkpoint with " + std::string(name) + ": " + sig.error().message()};
+  *key_version = key->name + "@" + std::to_string(it->first);
+  return std::move(sig.value());
 }
 
 std::shared_ptr<const SigningCore::CachedKey> SigningCore::Find(std::string_view name) const {
@@ -262,13 +397,26 @@ bool SigningCore::Authorize(std::string_view principal, Operation op, std::strin
   }
   // Refused, or no such key. A principal refused this operation on this name
   // under every usage gets the same answer whether or not the key exists.
+  // Rotating a missing key has no key type to check: any type counts.
+  std::vector<std::string> algorithms{std::string(algorithm)};
+  if (!key && op == Operation::kRotate && algorithm.empty()) {
+    algorithms.clear();
+    for (auto t :
+         {pkcs11::KeyType::kEcP256, pkcs11::KeyType::kEcP384, pkcs11::KeyType::kRsa2048,
+          pkcs11::KeyType::kRsa3072, pkcs11::KeyType::kRsa4096, pkcs11::KeyType::kEd25519}) {
+      algorithms.emplace_back(pkcs11::KeyTypeName(t));
+    }
+  }
   policy::Decision first;
   bool allowed_somehow = false;
   for (std::size_t i = 0; i < kUsages.size() && !allowed_somehow; ++i) {
     req.key_usage = std::string(kUsages[i]);
-    auto d = policy_.Check(req);
-    allowed_somehow = d.allowed;
-    if (i == 0) first = std::move(d);
+    for (std::size_t j = 0; j < algorithms.size() && !allowed_somehow; ++j) {
+      req.algorithm = algorithms[j];
+      auto d = policy_.Check(req);
+      allowed_somehow = d.allowed;
+      if (i == 0 && j == 0) first = std::move(d);
+    }
   }
   if (allowed_somehow && !key) {
     SetStatus(status, v1::NOT_FOUND, "no key named " + Quote(name));
@@ -305,20 +453,23 @@ bool SigningCore::Resolve(std::string_view principal, Operation op, std::string_
     return false;
   }
   const CachedKey& key = *out->key;
-  const std::uint32_t version = ref->version.value_or(key.active_version);
-  auto it = key.versions.find(version);
-  if (it == key.versions.end()) {
-    SetStatus(status, v1::NOT_FOUND,
-              "key " + key.name + " has no version " + std::to_string(version));
-    return false;
+  // Unnamed: signing uses the active version (0 if none), everything else the
+  // current one (the active version, else the highest).
+  const std::uint32_t version =
+      ref->version ? *ref->version
+                   : (op == Operation::kSign ? key.active_version : CurrentVersion(key.states));
+  if (version != 0 || op != Operation::kSign) {
+    auto it = key.versions.find(version);
+    if (it == key.versions.end()) {
+      SetStatus(status, v1::NOT_FOUND,
+                "key " + key.name + " has no version " + std::to_string(version));
+      return false;
+    }
+    out->version = &it->second;
   }
-  out->version = &it->second;
   if (op == Operation::kSign) {
-    if (it->second.record.state != KeyState::kActive) {
-      SetStatus(status, v1::FAILED_PRECONDITION,
-                "key " + key.name + "@" + std::to_string(version) + " is " +
-                    std::string(KeyStateName(it->second.record.state)) +
-                    "; only an active version signs");
+    if (auto refusal = SignRefusal(key.name, key.states, version, Now())) {
+      SetStatus(status, v1::FAILED_PRECONDITION, std::move(*refusal));
       return false;
     }
     if (!pkcs11::AlgorithmFitsKey(*alg, key.type)) {
@@ -355,13 +506,33 @@ v1::Response SigningCore::Handle(std::string_view principal, std::string_view /*
       HandleCreateKey(principal, request.create_key(), resp);
       break;
     case v1::Request::kListKeys:
-      HandleListKeys(principal, resp);
+      HandleListKeys(principal, request.list_keys(), resp);
       break;
     case v1::Request::kGetKey:
       HandleGetKey(principal, request.get_key(), resp);
       break;
     case v1::Request::kGetPublicKey:
       HandleGetPublicKey(principal, request.get_public_key(), resp);
+      break;
+    case v1::Request::kAuditCheckpoint:
+      // Answered by the network side from the audit log (server.cc).
+      SetStatus(resp.mutable_status(), v1::FAILED_PRECONDITION,
+                "this custosd keeps no audit log, so it has no checkpoint");
+      break;
+    case v1::Request::kRotateKey:
+      HandleRotateKey(principal, request.rotate_key(), resp);
+      break;
+    case v1::Request::kDisableKey:
+      HandleKeyAction(principal, KeyAction::kDisable, request.disable_key(), resp);
+      break;
+    case v1::Request::kEnableKey:
+      HandleKeyAction(principal, KeyAction::kEnable, request.enable_key(), resp);
+      break;
+    case v1::Request::kDestroyKey:
+      HandleKeyAction(principal, KeyAction::kDestroy, request.destroy_key(), resp);
+      break;
+    case v1::Request::kMarkCompromised:
+      HandleKeyAction(principal, KeyAction::kMarkCompromised, request.mark_compromised(), resp);
       break;
     case v1::Request::OP_NOT_SET:
       SetStatus(resp.mutable_status(), v1::INVALID_ARGUMENT,
@@ -459,6 +630,12 @@ void SigningCore::HandleCreateKey(std::string_view principal, const v1::CreateKe
                   ": use one of code-signing, ca, ssh-ca, timestamping, audit");
     return;
   }
+  if (req.crypto_period_seconds() > kMaxCryptoPeriodSeconds) {
+    SetStatus(status, v1::INVALID_ARGUMENT,
+              "crypto-period of " + std::to_string(req.crypto_period_seconds()) +
+                  " seconds is longer than the limit of 100 years");
+    return;
+  }
   {
     policy::KeyRequest pr;
     pr.principal = std::string(principal);
@@ -509,6 +686,10 @@ void SigningCore::HandleCreateKey(std::string_view principal, const v1::CreateKe
   vr.version = version;
   vr.state = KeyState::kActive;
   vr.created_at = now;
+  vr.state_changed_at = now;
+  if (req.crypto_period_seconds() != 0) {
+    vr.expires_at = now + static_cast<std::int64_t>(req.crypto_period_seconds());
+  }
   vr.token_label = label;
   vr.token_id = ref->id;
   vr.spki_der = ref->spki_der;
@@ -533,12 +714,13 @@ void SigningCore::HandleCreateKey(std::string_view principal, const v1::CreateKe
   key->name = rec.name;
   key->type = *type;
   key->usage = rec.usage;
-  key->active_version = version;
+  key->created_at = now;
   CachedVersion cv;
   cv.record = std::move(vr);
   cv.ref = std::move(ref.value());
   cv.spki_sha256 = Sha256Hex(cv.ref.spki_der);
   key->versions.emplace(version, std::move(cv));
+  key->Refresh();
   {
     std::unique_lock lock(mu_);
     keys_.emplace(rec.name, key);
@@ -547,23 +729,209 @@ void SigningCore::HandleCreateKey(std::string_view principal, const v1::CreateKe
   FillKeyInfo(*key, resp.mutable_create_key());
 }
 
-void SigningCore::HandleListKeys(std::string_view principal, v1::Response& resp) {
+void SigningCore::HandleListKeys(std::string_view principal, const v1::ListKeysRequest& req,
+                                 v1::Response& resp) {
+  auto* out = resp.mutable_list_keys();
+  ReconcileReport report;
+  if (req.check()) {
+    report = Reconcile();
+    out->set_checked(true);
+    if (!report.ok) out->set_check_error(report.error);
+  }
   std::vector<std::shared_ptr<const CachedKey>> all;
   {
     std::shared_lock lock(mu_);
     all.reserve(keys_.size());
     for (const auto& [name, key] : keys_) all.push_back(key);
   }
-  auto* out = resp.mutable_list_keys();
+  policy::KeyRequest pr;
+  pr.principal = std::string(principal);
+  pr.operation = Operation::kRead;
   for (const auto& key : all) {
-    policy::KeyRequest pr;
-    pr.principal = std::string(principal);
-    pr.operation = Operation::kRead;
     pr.key_name = key->name;
     pr.key_usage = key->usage;
-    if (policy_.Check(pr).allowed) FillKeyInfo(*key, out->add_keys());
+    if (policy_.Check(pr).allowed)
+      FillKeyInfo(*key, out->add_keys(), req.check() ? &report : nullptr);
+  }
+  // A token object is shown to a principal that may read a key of that name
+  // (custos:NAME@N labels) or every key name (foreign objects too).
+  auto may_read = [&](std::string_view name) {
+    pr.key_name = std::string(name);
+    for (auto usage : kUsages) {
+      pr.key_usage = std::string(usage);
+      if (policy_.Check(pr).allowed) return true;
+    }
+    return false;
+  };
+  const bool reads_all = !report.unknown.empty() && may_read("*");
+  for (const auto& obj : report.unknown) {
+    bool visible = reads_all;
+    if (!visible && obj.label().rfind("custos:", 0) == 0) {
+      const std::string_view rest = std::string_view(obj.label()).substr(7);
+      const std::string_view name = rest.substr(0, rest.find('@'));
+      visible = IsValidKeyName(name) && may_read(name);
+    }
+    if (visible) *out->add_unknown_token_objects() = obj;
   }
   resp.mutable_status()->set_code(v1::OK);
+}
+
+bool SigningCore::Commit(std::shared_ptr<CachedKey> key, v1::Status* status) {
+  key->Refresh();
+  if (auto saved = store_->UpdateKey(key->ToRecord()); !saved) {
+    SetStatus(status, v1::INTERNAL, "key change not recorded: " + saved.error());
+    return false;
+  }
+  std::unique_lock lock(mu_);
+  keys_[key->name] = std::move(key);
+  return true;
+}
+
+void SigningCore::HandleRotateKey(std::string_view principal, const v1::RotateKeyRequest& req,
+                                  v1::Response& resp) {
+  v1::Status* status = resp.mutable_status();
+  if (!IsValidKeyName(req.name())) {
+    SetStatus(status, v1::INVALID_ARGUMENT,
+              "key name " + Quote(req.name()) +
+                  " is invalid: rotate takes a key name (no @version): 1-64 of a-z 0-9 . _ - "
+                  "starting with a letter or digit");
+    return;
+  }
+  if (req.crypto_period_seconds() > kMaxCryptoPeriodSeconds) {
+    SetStatus(status, v1::INVALID_ARGUMENT,
+              "crypto-period of " + std::to_string(req.crypto_period_seconds()) +
+                  " seconds is longer than the limit of 100 years");
+    return;
+  }
+  auto found = Find(req.name());
+  if (!Authorize(principal, Operation::kRotate, req.name(), found.get(),
+                 found ? pkcs11::KeyTypeName(found->type) : "", status)) {
+    return;
+  }
+  std::lock_guard<std::mutex> serial(lifecycle_mu_);
+  auto current = Find(req.name());
+  if (!current) {
+    SetStatus(status, v1::NOT_FOUND, "no key named " + Quote(req.name()));
+    return;
+  }
+  const std::uint32_t version =
+      current->versions.empty() ? 1 : current->versions.rbegin()->first + 1;
+  const std::string label = TokenLabel(current->name, version);
+  auto ref = token_->GenerateKeyPair(current->type, label);
+  if (!ref) {
+    FromTokenError(ref.error(), "key generation failed", status);
+    return;
+  }
+  const std::int64_t now = Now();
+  auto updated = std::make_shared<CachedKey>(*current);
+  std::uint32_t previous = 0;
+  for (auto& [n, v] : updated->versions) {
+    if (v.record.state != KeyState::kActive) continue;
+    v.record.state = KeyState::kDeactivated;
+    v.record.state_changed_at = now;
+    previous = n;
+  }
+  CachedVersion cv;
+  cv.record.version = version;
+  cv.record.state = KeyState::kActive;
+  cv.record.created_at = now;
+  cv.record.state_changed_at = now;
+  if (req.crypto_period_seconds() != 0) {
+    cv.record.expires_at = now + static_cast<std::int64_t>(req.crypto_period_seconds());
+  }
+  cv.record.token_label = label;
+  cv.record.token_id = ref->id;
+  cv.record.spki_der = ref->spki_der;
+  cv.ref = ref.value();
+  cv.spki_sha256 = Sha256Hex(cv.ref.spki_der);
+  updated->versions.emplace(version, std::move(cv));
+  if (!Commit(updated, status)) {
+    // Do not leave an orphan on the token that no metadata names.
+    if (auto destroyed = token_->DestroyKey(ref.value()); !destroyed) {
+      LogLine(logger_, LogLevel::kWarn, "orphan_key_on_token")
+          .Str("token_label", label)
+          .Str("error", destroyed.error().message());
+    }
+    return;
+  }
+  LogLine(logger_, LogLevel::kInfo, "key_rotated")
+      .Str("key", VersionKey(req.name(), version))
+      .Str("deactivated", previous != 0 ? VersionKey(req.name(), previous) : "")
+      .Str("principal", principal);
+  status->set_code(v1::OK);
+  FillKeyInfo(*Find(req.name()), resp.mutable_rotate_key());
+}
+
+void SigningCore::HandleKeyAction(std::string_view principal, KeyAction action,
+                                  const v1::KeyVersionRequest& req, v1::Response& resp) {
+  v1::Status* status = resp.mutable_status();
+  auto ref = ParseKeyReference(req.key());
+  if (!ref) {
+    SetStatus(status, v1::INVALID_ARGUMENT, ref.error());
+    return;
+  }
+  auto found = Find(ref->name);
+  if (!Authorize(principal, OperationOf(action), ref->name, found.get(), "", status)) return;
+  std::lock_guard<std::mutex> serial(lifecycle_mu_);
+  auto current = Find(ref->name);
+  if (!current) {
+    SetStatus(status, v1::NOT_FOUND, "no key named " + Quote(ref->name));
+    return;
+  }
+  const std::uint32_t version = ref->version.value_or(CurrentVersion(current->states));
+  auto it = current->versions.find(version);
+  if (it == current->versions.end()) {
+    SetStatus(status, v1::NOT_FOUND,
+              "key " + current->name + " has no version " + std::to_string(version));
+    return;
+  }
+  const std::int64_t now = Now();
+  auto next = NextState(action, current->name, current->states, version, now);
+  if (!next) {
+    SetStatus(status, v1::FAILED_PRECONDITION, next.error());
+    return;
+  }
+  const KeyState before = it->second.record.state;
+  if (action == KeyAction::kDestroy) {
+    auto destroyed = token_->DestroyKey(it->second.ref);
+    if (!destroyed) {
+      if (destroyed.error().kind() != pkcs11::ErrorKind::kNotFound) {
+        FromTokenError(destroyed.error(), "destroying the token objects failed", status);
+        return;
+      }
+      LogLine(logger_, LogLevel::kWarn, "destroy_objects_already_gone")
+          .Str("key", VersionKey(current->name, version))
+          .Str("token_label", it->second.ref.label);
+    }
+  }
+  auto updated = std::make_shared<CachedKey>(*current);
+  auto& record = updated->versions.at(version).record;
+  record.state = *next;
+  record.state_changed_at = now;
+  if (!Commit(updated, status)) return;
+  LogLine(logger_, LogLevel::kInfo, "key_state_changed")
+      .Str("key", VersionKey(current->name, version))
+      .Str("action", KeyActionName(action))
+      .Str("from", KeyStateName(before))
+      .Str("to", KeyStateName(*next))
+      .Str("principal", principal);
+  status->set_code(v1::OK);
+  v1::KeyInfo* info = nullptr;
+  switch (action) {
+    case KeyAction::kDisable:
+      info = resp.mutable_disable_key();
+      break;
+    case KeyAction::kEnable:
+      info = resp.mutable_enable_key();
+      break;
+    case KeyAction::kMarkCompromised:
+      info = resp.mutable_mark_compromised();
+      break;
+    case KeyAction::kDestroy:
+      info = resp.mutable_destroy_key();
+      break;
+  }
+  FillKeyInfo(*Find(current->name), info);
 }
 
 void SigningCore::HandleGetKey(std::string_view principal, const v1::GetKeyRequest& req,
@@ -586,7 +954,9 @@ void SigningCore::HandleGetPublicKey(std::string_view principal, const v1::GetPu
   out->set_spki_der(r.version->ref.spki_der.data(), r.version->ref.spki_der.size());
 }
 
-void SigningCore::FillKeyInfo(const CachedKey& key, v1::KeyInfo* info) {
+void SigningCore::FillKeyInfo(const CachedKey& key, v1::KeyInfo* info,
+                              const ReconcileReport* check) {
+  const std::int64_t now = Now();
   info->set_name(key.name);
   info->set_key_type(std::string(pkcs11::KeyTypeName(key.type)));
   info->set_usage(key.usage);
@@ -599,6 +969,14 @@ void SigningCore::FillKeyInfo(const CachedKey& key, v1::KeyInfo* info) {
     vi->set_token_label(v.ref.label);
     vi->set_token_id(Hex(v.ref.id));
     vi->set_public_key_sha256(v.spki_sha256);
+    vi->set_expires_at(v.record.expires_at);
+    vi->set_expired(v.record.expires_at != 0 && now >= v.record.expires_at);
+    vi->set_state_changed_at(v.record.state_changed_at);
+    if (check != nullptr && check->ok) {
+      auto c = check->versions.find(VersionKey(key.name, n));
+      // A version created after the check started has not been compared.
+      vi->set_token_check(c != check->versions.end() ? c->second : "not-checked");
+    }
   }
   for (auto a : pkcs11::AlgorithmsFor(key.type)) {
     info->add_algorithms(std::string(pkcs11::SignAlgorithmName(a)));

@@ -2,6 +2,7 @@
 
 #include <sqlite3.h>
 
+#include <iterator>
 #include <map>
 #include <mutex>
 
@@ -59,6 +60,7 @@ class StmtUse {
   sqlite3_stmt* s_;
 };
 
+// Schema 0, as issue 2 created it; later versions are reached by kMigrations.
 constexpr const char* kSchema = R"sql(
 CREATE TABLE IF NOT EXISTS keys (
   name TEXT PRIMARY KEY NOT NULL,
@@ -79,6 +81,15 @@ CREATE TABLE IF NOT EXISTS key_versions (
   PRIMARY KEY (name, version)
 );
 )sql";
+
+// kMigrations[i] upgrades schema i to i + 1. Each runs in one transaction
+// together with the user_version bump, so a crash leaves the old schema.
+constexpr const char* kMigrations[] = {
+    // 0 -> 1: crypto-period and state-change time per version.
+    "ALTER TABLE key_versions ADD COLUMN expires_at INTEGER NOT NULL DEFAULT 0;"
+    "ALTER TABLE key_versions ADD COLUMN state_changed_at INTEGER NOT NULL DEFAULT 0;",
+};
+static_assert(std::size(kMigrations) == KeyStore::kSchemaVersion);
 
 std::string DbError(sqlite3* db, std::string_view what) {
   return "state store: " + std::string(what) + ": " + sqlite3_errmsg(db);
@@ -103,12 +114,57 @@ std::vector<std::uint8_t> ColumnBlob(sqlite3_stmt* s, int i) {
   return p ? std::vector<std::uint8_t>(p, p + n) : std::vector<std::uint8_t>();
 }
 
+// Runs `sql` (no rows wanted); the error names `what`.
+Result<void> Exec(sqlite3* db, const std::string& sql, std::string_view what) {
+  char* err = nullptr;
+  if (sqlite3_exec(db, sql.c_str(), nullptr, nullptr, &err) != SQLITE_OK) {
+    std::string msg = std::string(what) + ": " + (err ? err : sqlite3_errmsg(db));
+    sqlite3_free(err);
+    return Error{msg};
+  }
+  return {};
+}
+
+Result<int> UserVersion(sqlite3* db) {
+  sqlite3_stmt* raw = nullptr;
+  if (sqlite3_prepare_v2(db, "PRAGMA user_version", -1, &raw, nullptr) != SQLITE_OK) {
+    return Error{DbError(db, "read schema version")};
+  }
+  Stmt s(raw);
+  if (sqlite3_step(raw) != SQLITE_ROW) return Error{DbError(db, "read schema version")};
+  return static_cast<int>(sqlite3_column_int64(raw, 0));
+}
+
+// Brings the schema from whatever version it has to kSchemaVersion.
+Result<void> Migrate(sqlite3* db, const std::string& path) {
+  auto current = UserVersion(db);
+  if (!current) return Error{current.error()};
+  if (*current > KeyStore::kSchemaVersion) {
+    return Error{"state store " + path + " has schema version " + std::to_string(*current) +
+                 "; this custosd knows up to " + std::to_string(KeyStore::kSchemaVersion) +
+                 ": run a newer custosd"};
+  }
+  for (int v = *current; v < KeyStore::kSchemaVersion; ++v) {
+    const std::string step = "BEGIN IMMEDIATE;" + std::string(kMigrations[v]) +
+                             "PRAGMA user_version=" + std::to_string(v + 1) + ";COMMIT;";
+    if (auto r = Exec(db, step,
+                      "cannot upgrade state store " + path + " from schema " + std::to_string(v) +
+                          " to " + std::to_string(v + 1));
+        !r) {
+      (void)Exec(db, "ROLLBACK", "rollback");
+      return r;
+    }
+  }
+  return {};
+}
+
 }  // namespace
 
 struct KeyStore::Impl {
   std::mutex mu;
   Db db;
-  Stmt begin, commit, rollback, insert_key, insert_version, select_keys, select_versions;
+  Stmt begin, commit, rollback, insert_key, insert_version, select_keys, select_versions,
+      update_active, upsert_version;
 
   Result<Stmt> Prepare(const char* sql) {
     sqlite3_stmt* s = nullptr;
@@ -155,6 +211,7 @@ Result<std::unique_ptr<KeyStore>> KeyStore::Open(const std::string& path) {
     sqlite3_free(err);
     return Error{msg};
   }
+  if (auto migrated = Migrate(raw, path); !migrated) return Error{migrated.error()};
   struct {
     Stmt* out;
     const char* sql;
@@ -167,12 +224,18 @@ Result<std::unique_ptr<KeyStore>> KeyStore::Open(const std::string& path) {
        "VALUES(?1, ?2, ?3, ?4, ?5) ON CONFLICT(name) DO NOTHING"},
       {&impl->insert_version,
        "INSERT INTO key_versions(name, version, state, created_at, token_label, token_id, "
-       "spki_der) VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7)"},
+       "spki_der, expires_at, state_changed_at) VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)"},
+      {&impl->update_active, "UPDATE keys SET active_version = ?2 WHERE name = ?1"},
+      {&impl->upsert_version,
+       "INSERT INTO key_versions(name, version, state, created_at, token_label, token_id, "
+       "spki_der, expires_at, state_changed_at) VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9) "
+       "ON CONFLICT(name, version) DO UPDATE SET state = excluded.state, "
+       "expires_at = excluded.expires_at, state_changed_at = excluded.state_changed_at"},
       {&impl->select_keys,
        "SELECT name, key_type, usage, active_version, created_at FROM keys ORDER BY name"},
       {&impl->select_versions,
-       "SELECT name, version, state, created_at, token_label, token_id, spki_der "
-       "FROM key_versions ORDER BY name, version"},
+       "SELECT name, version, state, created_at, token_label, token_id, spki_der, "
+       "expires_at, state_changed_at FROM key_versions ORDER BY name, version"},
   };
   for (auto& s : statements) {
     auto prepared = impl->Prepare(s.sql);
@@ -216,10 +279,48 @@ Result<KeyStore::InsertResult> KeyStore::InsertKey(const KeyRecord& key) {
     BindText(s, 5, v.token_label);
     BindBlob(s, 6, v.token_id);
     BindBlob(s, 7, v.spki_der);
+    sqlite3_bind_int64(s, 8, v.expires_at);
+    sqlite3_bind_int64(s, 9, v.state_changed_at);
     if (sqlite3_step(s) != SQLITE_DONE) return fail(DbError(d.db.get(), "insert key version"));
   }
   if (auto r = d.Step(d.commit.get(), "commit"); !r) return fail(r.error());
   return InsertResult::kInserted;
+}
+
+Result<void> KeyStore::UpdateKey(const KeyRecord& key) {
+  Impl& d = *impl_;
+  std::lock_guard<std::mutex> lock(d.mu);
+  if (auto r = d.Step(d.begin.get(), "begin transaction"); !r) return r;
+  auto fail = [&](std::string message) -> Result<void> {
+    (void)d.Step(d.rollback.get(), "rollback");
+    return Error{std::move(message)};
+  };
+  {
+    StmtUse use(d.update_active.get());
+    sqlite3_stmt* s = use.get();
+    BindText(s, 1, key.name);
+    sqlite3_bind_int64(s, 2, key.active_version);
+    if (sqlite3_step(s) != SQLITE_DONE) return fail(DbError(d.db.get(), "update key"));
+  }
+  if (sqlite3_changes(d.db.get()) == 0) {
+    return fail("state store: no key named " + key.name + " to update");
+  }
+  for (const auto& v : key.versions) {
+    StmtUse use(d.upsert_version.get());
+    sqlite3_stmt* s = use.get();
+    BindText(s, 1, key.name);
+    sqlite3_bind_int64(s, 2, v.version);
+    BindText(s, 3, std::string(KeyStateName(v.state)));
+    sqlite3_bind_int64(s, 4, v.created_at);
+    BindText(s, 5, v.token_label);
+    BindBlob(s, 6, v.token_id);
+    BindBlob(s, 7, v.spki_der);
+    sqlite3_bind_int64(s, 8, v.expires_at);
+    sqlite3_bind_int64(s, 9, v.state_changed_at);
+    if (sqlite3_step(s) != SQLITE_DONE) return fail(DbError(d.db.get(), "update key version"));
+  }
+  if (auto r = d.Step(d.commit.get(), "commit"); !r) return fail(r.error());
+  return {};
 }
 
 Result<std::vector<KeyRecord>> KeyStore::LoadAll() {
@@ -264,6 +365,8 @@ Result<std::vector<KeyRecord>> KeyStore::LoadAll() {
       v.token_label = ColumnText(s, 4);
       v.token_id = ColumnBlob(s, 5);
       v.spki_der = ColumnBlob(s, 6);
+      v.expires_at = sqlite3_column_int64(s, 7);
+      v.state_changed_at = sqlite3_column_int64(s, 8);
       keys[it->second].versions.push_back(std::move(v));
     }
     if (rc != SQLITE_DONE) return Error{DbError(d.db.get(), "read key versions")};

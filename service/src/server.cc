@@ -118,6 +118,18 @@ std::string_view OpName(const v1::Request& r) {
       return "get_key";
     case v1::Request::kGetPublicKey:
       return "get_public_key";
+    case v1::Request::kRotateKey:
+      return "rotate_key";
+    case v1::Request::kDisableKey:
+      return "disable_key";
+    case v1::Request::kEnableKey:
+      return "enable_key";
+    case v1::Request::kDestroyKey:
+      return "destroy_key";
+    case v1::Request::kMarkCompromised:
+      return "mark_compromised";
+    case v1::Request::kAuditCheckpoint:
+      return "audit_checkpoint";
     case v1::Request::OP_NOT_SET:
       break;
   }
@@ -136,6 +148,16 @@ std::string_view KeyOf(const v1::Request& r) {
       return r.get_key().key();
     case v1::Request::kGetPublicKey:
       return r.get_public_key().key();
+    case v1::Request::kRotateKey:
+      return r.rotate_key().name();
+    case v1::Request::kDisableKey:
+      return r.disable_key().key();
+    case v1::Request::kEnableKey:
+      return r.enable_key().key();
+    case v1::Request::kDestroyKey:
+      return r.destroy_key().key();
+    case v1::Request::kMarkCompromised:
+      return r.mark_compromised().key();
     default:
       return "";
   }

@@ -68,6 +68,23 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     case custos::v1::Request::kGetPublicKey:
       Touch(request.get_public_key().key());
       break;
+    case custos::v1::Request::kRotateKey:
+      Touch(request.rotate_key().name());
+      break;
+    case custos::v1::Request::kDisableKey:
+      Touch(request.disable_key().key());
+      break;
+    case custos::v1::Request::kEnableKey:
+      Touch(request.enable_key().key());
+      break;
+    case custos::v1::Request::kDestroyKey:
+      Touch(request.destroy_key().key());
+      break;
+    case custos::v1::Request::kMarkCompromised:
+      Touch(request.mark_compromised().key());
+      break;
+    case custos::v1::Request::kAuditCheckpoint:
+      break;
     case custos::v1::Request::OP_NOT_SET:
       break;
   }

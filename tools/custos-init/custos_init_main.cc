@@ -101,7 +101,7 @@ std::string StarterPolicy() {
       "\nkey_rule {\n"
       "  name: \"admins-manage-keys\"\n"
       "  roles: \"admin\"\n"
-      "  operations: [CREATE, READ]\n"
+      "  operations: [CREATE, READ, ROTATE, DISABLE, ENABLE, DESTROY, MARK_COMPROMISED]\n"
       "  keys: \"*\"\n"
       "  usages: \"*\"\n"
       "  algorithms: \"*\"\n"

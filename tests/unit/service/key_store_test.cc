@@ -1,6 +1,7 @@
 #include "custos/service/key_store.h"
 
 #include <gtest/gtest.h>
+#include <sqlite3.h>
 #include <sys/stat.h>
 
 #include <cstdlib>
@@ -82,6 +83,112 @@ TEST_F(KeyStoreTest, UnopenablePathIsAnError) {
   auto store = KeyStore::Open(dir_ + "/missing-dir/custos.db");
   ASSERT_FALSE(store.ok());
   EXPECT_NE(store.error().find("missing-dir"), std::string::npos) << store.error();
+}
+
+// Runs SQL on a database file directly, as an older custosd would have.
+void RawSql(const std::string& path, const std::string& sql) {
+  sqlite3* db = nullptr;
+  ASSERT_EQ(sqlite3_open(path.c_str(), &db), SQLITE_OK);
+  char* err = nullptr;
+  const int rc = sqlite3_exec(db, sql.c_str(), nullptr, nullptr, &err);
+  EXPECT_EQ(rc, SQLITE_OK) << (err ? err : "");
+  sqlite3_free(err);
+  sqlite3_close(db);
+}
+
+// The schema and rows exactly as the issue-2 custosd (schema 0, no
+// user_version) wrote them.
+constexpr const char* kIssue2Database = R"sql(
+CREATE TABLE keys (
+  name TEXT PRIMARY KEY NOT NULL,
+  key_type TEXT NOT NULL,
+  usage TEXT NOT NULL,
+  active_version INTEGER NOT NULL,
+  created_at INTEGER NOT NULL
+);
+CREATE TABLE key_versions (
+  name TEXT NOT NULL REFERENCES keys(name),
+  version INTEGER NOT NULL,
+  state TEXT NOT NULL CHECK (state IN
+    ('pre-activation', 'active', 'deactivated', 'compromised', 'destroyed')),
+  created_at INTEGER NOT NULL,
+  token_label TEXT NOT NULL,
+  token_id BLOB NOT NULL,
+  spki_der BLOB NOT NULL,
+  PRIMARY KEY (name, version)
+);
+INSERT INTO keys VALUES('old', 'ec-p256', 'code-signing', 1, 1700000000);
+INSERT INTO key_versions VALUES('old', 1, 'active', 1700000000, 'custos:old@1', x'0102', x'3000');
+)sql";
+
+TEST_F(KeyStoreTest, UpgradesAnIssue2DatabaseInPlace) {
+  const std::string path = dir_ + "/custos.db";
+  RawSql(path, kIssue2Database);
+  {
+    auto store = KeyStore::Open(path);
+    ASSERT_TRUE(store.ok()) << store.error();
+    auto keys = (*store)->LoadAll();
+    ASSERT_TRUE(keys.ok()) << keys.error();
+    ASSERT_EQ(keys->size(), 1u);
+    const KeyVersionRecord& v = (*keys)[0].versions.at(0);
+    EXPECT_EQ(v.token_label, "custos:old@1");
+    EXPECT_EQ(v.state, KeyState::kActive);
+    EXPECT_EQ(v.expires_at, 0);        // no expiry
+    EXPECT_EQ(v.state_changed_at, 0);  // unknown
+    // The upgraded store takes lifecycle changes.
+    KeyRecord k = (*keys)[0];
+    k.versions[0].state = KeyState::kDeactivated;
+    k.versions[0].state_changed_at = 1800000000;
+    k.active_version = 0;
+    ASSERT_TRUE((*store)->UpdateKey(k).ok());
+  }
+  // Opening again is a no-op at the current version.
+  auto again = KeyStore::Open(path);
+  ASSERT_TRUE(again.ok()) << again.error();
+  auto keys = (*again)->LoadAll();
+  ASSERT_TRUE(keys.ok()) << keys.error();
+  EXPECT_EQ((*keys)[0].versions[0].state, KeyState::kDeactivated);
+  EXPECT_EQ((*keys)[0].versions[0].state_changed_at, 1800000000);
+  EXPECT_EQ((*keys)[0].active_version, 0u);
+}
+
+TEST_F(KeyStoreTest, RefusesASchemaNewerThanItKnows) {
+  const std::string path = dir_ + "/custos.db";
+  { ASSERT_TRUE(KeyStore::Open(path).ok()); }
+  RawSql(path, "PRAGMA user_version=" + std::to_string(KeyStore::kSchemaVersion + 1));
+  auto store = KeyStore::Open(path);
+  ASSERT_FALSE(store.ok());
+  EXPECT_NE(store.error().find("run a newer custosd"), std::string::npos) << store.error();
+}
+
+TEST_F(KeyStoreTest, UpdateKeyAddsVersionsAndChangesStates) {
+  const std::string path = dir_ + "/custos.db";
+  auto store = KeyStore::Open(path);
+  ASSERT_TRUE(store.ok()) << store.error();
+  KeyRecord k = Sample("rotating");
+  k.versions[0].expires_at = 1800000000;
+  ASSERT_TRUE((*store)->InsertKey(k).ok());
+  k.versions[0].state = KeyState::kDeactivated;
+  KeyVersionRecord v2 = k.versions[0];
+  v2.version = 2;
+  v2.state = KeyState::kActive;
+  v2.token_label = "custos:rotating@2";
+  v2.expires_at = 0;
+  k.versions.push_back(v2);
+  k.active_version = 2;
+  ASSERT_TRUE((*store)->UpdateKey(k).ok());
+  auto keys = (*store)->LoadAll();
+  ASSERT_TRUE(keys.ok()) << keys.error();
+  ASSERT_EQ((*keys)[0].versions.size(), 2u);
+  EXPECT_EQ((*keys)[0].active_version, 2u);
+  EXPECT_EQ((*keys)[0].versions[0].state, KeyState::kDeactivated);
+  EXPECT_EQ((*keys)[0].versions[0].expires_at, 1800000000);
+  EXPECT_EQ((*keys)[0].versions[1].token_label, "custos:rotating@2");
+
+  KeyRecord missing = Sample("nobody");
+  auto r = (*store)->UpdateKey(missing);
+  ASSERT_FALSE(r.ok());
+  EXPECT_NE(r.error().find("no key named nobody"), std::string::npos) << r.error();
 }
 
 TEST(KeyStateTest, NamesRoundTrip) {

@@ -27,6 +27,12 @@ enum class Operation {
   kSign,    // sign or sign-batch with a key
   kCreate,  // create (generate) a key
   kRead,    // list keys, show a key, fetch its public key
+  // Key lifecycle; "algorithm" is the key type for kRotate, empty otherwise.
+  kRotate,           // make version n+1 active
+  kDisable,          // active -> deactivated
+  kEnable,           // pre-activation / deactivated -> active
+  kDestroy,          // destroy a version's token objects
+  kMarkCompromised,  // mark a version compromised
 };
 std::string_view OperationName(Operation op);
 
@@ -36,8 +42,8 @@ struct KeyRequest {
   Operation operation = Operation::kRead;
   std::string key_name;   // without "@version"
   std::string key_usage;  // "code-signing", "ca", ...
-  // For kSign: the signing algorithm ("ecdsa-p256-sha256"); for kCreate: the
-  // key type ("ec-p256"); empty for kRead.
+  // For kSign: the signing algorithm ("ecdsa-p256-sha256"); for kCreate and
+  // kRotate: the key type ("ec-p256"); empty for the other operations.
   std::string algorithm;
 };
 

@@ -17,23 +17,40 @@
 // usage would allow on that name learns NOT_FOUND for a missing key, and the
 // real refusal for an existing key of another usage.
 //
+// Lifecycle (key_lifecycle.h): rotate and the state changes are checked by
+// policy like any key operation (ROTATE with the key type as algorithm;
+// DISABLE, ENABLE, DESTROY, MARK_COMPROMISED without one), then by the state
+// machine (FAILED_PRECONDITION naming the state), then written to the store
+// (durable) before the in-memory copy changes. Destroy removes the token
+// objects first; objects already gone count as destroyed.
+//
+// Reconcile: at start (logged) and for ListKeysRequest.check (returned), the
+// core compares the store with the token's private key objects and reports
+// versions missing from the token and token objects no version names. It
+// never deletes anything on its own.
+//
 // Thread safety: Handle() may be called from many threads at once. Key
 // metadata is cached in memory under a reader-writer lock; signing never reads
-// the store.
+// the store. Lifecycle changes are serialised among themselves; a signature
+// racing a state change is ordered before it.
 #pragma once
 
 #include <cstddef>
 #include <cstdint>
 #include <map>
 #include <memory>
+#include <mutex>
 #include <set>
 #include <shared_mutex>
+#include <span>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "custos/pkcs11/token.h"
 #include "custos/policy/policy.h"
 #include "custos/service/handler.h"
+#include "custos/service/key_lifecycle.h"
 #include "custos/service/key_store.h"
 #include "custos/service/log.h"
 #include "custos/service/result.h"
@@ -63,6 +80,27 @@ class SigningCore final : public RequestHandler {
   // The number of keys known (for start-up logs).
   std::size_t key_count() const;
 
+  // custosd's own signature for audit checkpoints (audit_log.h): signs the
+  // SHA-256 `digest` with ecdsa-p256-sha256 using the active version of key
+  // `name`, which must be an ec-p256 key of usage "audit". No policy check:
+  // the daemon itself asks. On success *key_version is "name@N".
+  Result<std::vector<std::uint8_t>> SignAuditDigest(std::string_view name,
+                                                    std::span<const std::uint8_t> digest,
+                                                    std::string* key_version);
+
+  // The result of comparing the store with the token.
+  struct ReconcileReport {
+    bool ok = false;
+    std::string error;  // why the token could not be listed, when !ok
+    // Per "name@version": "present", "missing", "public-key-differs",
+    // "public-key-unreadable", "absent" (destroyed) or "present-after-destroy".
+    std::map<std::string, std::string, std::less<>> versions;
+    std::vector<custos::v1::TokenObjectInfo> unknown;  // objects no version names
+    std::size_t problems = 0;  // versions not "present"/"absent", plus unknown objects
+  };
+  // Lists the token's objects now. Thread-safe.
+  ReconcileReport Reconcile() const;
+
  private:
   struct CachedVersion;
   struct CachedKey;
@@ -77,7 +115,15 @@ class SigningCore final : public RequestHandler {
                        custos::v1::Response& resp);
   void HandleCreateKey(std::string_view principal, const custos::v1::CreateKeyRequest& req,
                        custos::v1::Response& resp);
-  void HandleListKeys(std::string_view principal, custos::v1::Response& resp);
+  void HandleListKeys(std::string_view principal, const custos::v1::ListKeysRequest& req,
+                      custos::v1::Response& resp);
+  void HandleRotateKey(std::string_view principal, const custos::v1::RotateKeyRequest& req,
+                       custos::v1::Response& resp);
+  void HandleKeyAction(std::string_view principal, KeyAction action,
+                       const custos::v1::KeyVersionRequest& req, custos::v1::Response& resp);
+  void LogReconcile(const ReconcileReport& report) const;
+  // Writes `key` to the store, then makes it the cached copy.
+  bool Commit(std::shared_ptr<CachedKey> key, custos::v1::Status* status);
   void HandleGetKey(std::string_view principal, const custos::v1::GetKeyRequest& req,
                     custos::v1::Response& resp);
   void HandleGetPublicKey(std::string_view principal, const custos::v1::GetPublicKeyRequest& req,
@@ -92,7 +138,8 @@ class SigningCore final : public RequestHandler {
                  const CachedKey* key, std::string_view algorithm,
                  custos::v1::Status* status) const;
   std::shared_ptr<const CachedKey> Find(std::string_view name) const;
-  static void FillKeyInfo(const CachedKey& key, custos::v1::KeyInfo* info);
+  static void FillKeyInfo(const CachedKey& key, custos::v1::KeyInfo* info,
+                          const ReconcileReport* check = nullptr);
 
   const std::unique_ptr<pkcs11::Token> token_;
   const policy::Policy policy_;
@@ -103,6 +150,8 @@ class SigningCore final : public RequestHandler {
   mutable std::shared_mutex mu_;
   std::map<std::string, std::shared_ptr<const CachedKey>, std::less<>> keys_;  // GUARDED_BY(mu_)
   std::set<std::string, std::less<>> creating_;                                // GUARDED_BY(mu_)
+  // Serialises rotate and state changes (each reads, changes and writes one key).
+  std::mutex lifecycle_mu_;
 };
 
 }  // namespace custos::service
