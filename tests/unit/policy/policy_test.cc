@@ -554,5 +554,72 @@ INSTANTIATE_TEST_SUITE_P(
         IdentityCase{"EmptyEntriesAreSkipped", {""}, {"", "h.example"}, "cn", "h.example"}),
     [](const testing::TestParamInfo<IdentityCase>& info) { return info.param.name; });
 
+// Key lifecycle operations: each is its own permission; ROTATE checks the key
+// type like CREATE, the state changes check no algorithm.
+TEST(LifecycleOperations, EachIsItsOwnPermission) {
+  const Policy policy = MustParse(R"txt(version: 1
+role { name: "admin" }
+role { name: "oncall" }
+binding { principal: "spiffe://corp.example/admin" roles: "admin" }
+binding { principal: "spiffe://corp.example/oncall" roles: "oncall" }
+key_rule {
+  name: "admins-run-the-lifecycle"
+  roles: "admin"
+  operations: [ROTATE, DISABLE, ENABLE, DESTROY, MARK_COMPROMISED]
+  keys: "*"
+  usages: "*"
+  algorithms: ["ec-p256", "ed25519"]
+}
+key_rule {
+  name: "oncall-stops-keys"
+  roles: "oncall"
+  operations: [DISABLE, MARK_COMPROMISED]
+  keys: "release-*"
+  usages: "code-signing"
+  algorithms: "ec-p256"
+}
+)txt");
+  const std::string admin = "spiffe://corp.example/admin";
+  const std::string oncall = "spiffe://corp.example/oncall";
+  for (auto op : {Operation::kDisable, Operation::kEnable, Operation::kDestroy,
+                  Operation::kMarkCompromised}) {
+    // No algorithm needed (and none checked) for state changes.
+    EXPECT_TRUE(policy.Check({admin, op, "k", "ca", ""}).allowed) << OperationName(op);
+  }
+  EXPECT_TRUE(policy.Check({admin, Operation::kRotate, "k", "ca", "ec-p256"}).allowed);
+  Decision rsa = policy.Check({admin, Operation::kRotate, "k", "ca", "rsa-2048"});
+  EXPECT_FALSE(rsa.allowed);
+  EXPECT_NE(rsa.reason.find("rotate on key \"k\""), std::string::npos) << rsa.reason;
+  EXPECT_FALSE(policy.Check({admin, Operation::kRotate, "k", "ca", ""}).allowed);
+
+  EXPECT_TRUE(policy.Check({oncall, Operation::kDisable, "release-1", "code-signing", ""}).allowed);
+  EXPECT_TRUE(
+      policy.Check({oncall, Operation::kMarkCompromised, "release-1", "code-signing", ""}).allowed);
+  Decision destroy = policy.Check({oncall, Operation::kDestroy, "release-1", "code-signing", ""});
+  EXPECT_FALSE(destroy.allowed);
+  EXPECT_NE(destroy.reason.find("has no rule allowing destroy on key \"release-1\""),
+            std::string::npos)
+      << destroy.reason;
+  EXPECT_FALSE(policy.Check({oncall, Operation::kEnable, "release-1", "code-signing", ""}).allowed);
+
+  EXPECT_EQ(OperationName(Operation::kRotate), "rotate");
+  EXPECT_EQ(OperationName(Operation::kDisable), "disable");
+  EXPECT_EQ(OperationName(Operation::kEnable), "enable");
+  EXPECT_EQ(OperationName(Operation::kDestroy), "destroy");
+  EXPECT_EQ(OperationName(Operation::kMarkCompromised), "mark-compromised");
+}
+
+TEST(LifecycleOperations, RotateWithOnlySigningAlgorithmsIsRefused) {
+  auto parsed = Policy::Parse(R"txt(version: 1
+role { name: "admin" }
+key_rule { name: "r" roles: "admin" operations: [ROTATE] keys: "*" usages: "*"
+  algorithms: "ecdsa-p256-sha256" }
+)txt");
+  auto* error = std::get_if<ParseError>(&parsed);
+  ASSERT_NE(error, nullptr);
+  EXPECT_NE(error->message.find("allows ROTATE but names no key type"), std::string::npos)
+      << error->message;
+}
+
 }  // namespace
 }  // namespace custos::policy

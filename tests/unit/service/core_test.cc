@@ -7,10 +7,13 @@
 #include <openssl/x509.h>
 #include <stdlib.h>
 
+#include <chrono>
+#include <ctime>
 #include <filesystem>
 #include <fstream>
 #include <memory>
 #include <string>
+#include <thread>
 #include <variant>
 
 namespace custos::service {
@@ -32,7 +35,7 @@ constexpr std::string_view kPolicy = R"pb(
   key_rule {
     name: "admins-manage-keys"
     roles: "admin"
-    operations: [ CREATE, READ ]
+    operations: [ CREATE, READ, ROTATE, DISABLE, ENABLE, DESTROY, MARK_COMPROMISED ]
     keys: "*"
     usages: "*"
     algorithms: "*"
@@ -156,6 +159,35 @@ class CoreTest : public testing::Test {
     auto resp = Call(kBuilder, req);
     EXPECT_EQ(resp.status().code(), v1::OK) << resp.status().message();
     return resp.get_public_key().spki_der();
+  }
+
+  // A lifecycle request (rotate_key uses `key` as the name).
+  v1::Response Lifecycle(std::string_view what, std::string_view key,
+                         std::string_view principal = kAdmin, std::uint64_t period = 0) {
+    v1::Request req;
+    req.set_id(++next_id_);
+    if (what == "rotate") {
+      req.mutable_rotate_key()->set_name(std::string(key));
+      req.mutable_rotate_key()->set_crypto_period_seconds(period);
+    } else if (what == "disable") {
+      req.mutable_disable_key()->set_key(std::string(key));
+    } else if (what == "enable") {
+      req.mutable_enable_key()->set_key(std::string(key));
+    } else if (what == "destroy") {
+      req.mutable_destroy_key()->set_key(std::string(key));
+    } else {
+      req.mutable_mark_compromised()->set_key(std::string(key));
+    }
+    return Call(principal, req);
+  }
+
+  v1::KeyInfo Show(std::string_view key) {
+    v1::Request req;
+    req.set_id(++next_id_);
+    req.mutable_get_key()->set_key(std::string(key));
+    auto resp = Call(kAdmin, req);
+    EXPECT_EQ(resp.status().code(), v1::OK) << resp.status().message();
+    return resp.get_key();
   }
 
   std::filesystem::path dir_;
@@ -403,6 +435,163 @@ TEST_F(CoreTest, RequestsWithoutPrincipalOrOperation) {
   auto none = Call(kAdmin, empty);
   EXPECT_EQ(none.status().code(), v1::INVALID_ARGUMENT);
   EXPECT_EQ(none.id(), 4u);
+}
+
+TEST_F(CoreTest, RotateMakesTheNewVersionActiveAndKeepsTheOldForVerify) {
+  ASSERT_EQ(Create("release", "ec-p256").status().code(), v1::OK);
+  const std::string digest = Sha256("v1 artifact");
+  auto old_sig = Sign("release", "ecdsa-p256-sha256", digest);
+  ASSERT_EQ(old_sig.status().code(), v1::OK) << old_sig.status().message();
+  const std::string v1_spki = PublicKey("release");
+
+  auto rotated = Lifecycle("rotate", "release", kAdmin, 3600);
+  ASSERT_EQ(rotated.status().code(), v1::OK) << rotated.status().message();
+  const v1::KeyInfo& info = rotated.rotate_key();
+  EXPECT_EQ(info.active_version(), 2u);
+  ASSERT_EQ(info.versions_size(), 2);
+  EXPECT_EQ(info.versions(0).state(), "deactivated");
+  EXPECT_EQ(info.versions(1).state(), "active");
+  EXPECT_EQ(info.versions(1).token_label(), "custos:release@2");
+  EXPECT_GT(info.versions(1).expires_at(), info.versions(1).created_at());
+  EXPECT_FALSE(info.versions(1).expired());
+
+  auto new_sig = Sign("release", "ecdsa-p256-sha256", digest);
+  ASSERT_EQ(new_sig.status().code(), v1::OK) << new_sig.status().message();
+  EXPECT_EQ(new_sig.sign().key_version(), 2u);
+  EXPECT_TRUE(Verify(PublicKey("release@2"), EVP_sha256(), digest, new_sig.sign().signature()));
+
+  auto refused = Sign("release@1", "ecdsa-p256-sha256", digest);
+  EXPECT_EQ(refused.status().code(), v1::FAILED_PRECONDITION);
+  EXPECT_EQ(refused.status().message(),
+            "key release@1 is deactivated (verify only); the active version is release@2");
+  // The old public key is still served and old signatures still verify.
+  EXPECT_EQ(PublicKey("release@1"), v1_spki);
+  EXPECT_TRUE(Verify(v1_spki, EVP_sha256(), digest, old_sig.sign().signature()));
+
+  // Everything survives a restart (the store, not only the cache, changed).
+  OpenCore();
+  EXPECT_EQ(Show("release").active_version(), 2u);
+  EXPECT_EQ(Sign("release@1", "ecdsa-p256-sha256", digest).status().code(),
+            v1::FAILED_PRECONDITION);
+  EXPECT_EQ(Sign("release", "ecdsa-p256-sha256", digest).sign().key_version(), 2u);
+}
+
+TEST_F(CoreTest, DisableEnableCompromise) {
+  ASSERT_EQ(Create("release", "ec-p256").status().code(), v1::OK);
+  const std::string digest = Sha256("x");
+  auto disabled = Lifecycle("disable", "release");
+  ASSERT_EQ(disabled.status().code(), v1::OK) << disabled.status().message();
+  EXPECT_EQ(disabled.disable_key().active_version(), 0u);
+  auto unnamed = Sign("release", "ecdsa-p256-sha256", digest);
+  EXPECT_EQ(unnamed.status().code(), v1::FAILED_PRECONDITION);
+  EXPECT_EQ(unnamed.status().message(),
+            "key release has no active version (release@1 is deactivated): enable a version or "
+            "rotate");
+  EXPECT_EQ(Lifecycle("disable", "release").status().message(),
+            "key release@1 is already deactivated");
+  // Builders may sign but not change states.
+  auto denied = Lifecycle("enable", "release", kBuilder);
+  EXPECT_EQ(denied.status().code(), v1::PERMISSION_DENIED);
+  EXPECT_NE(denied.status().message().find("enable"), std::string::npos);
+
+  ASSERT_EQ(Lifecycle("enable", "release@1").status().code(), v1::OK);
+  EXPECT_EQ(Sign("release", "ecdsa-p256-sha256", digest).status().code(), v1::OK);
+
+  auto compromised = Lifecycle("mark-compromised", "release");
+  ASSERT_EQ(compromised.status().code(), v1::OK) << compromised.status().message();
+  EXPECT_EQ(compromised.mark_compromised().versions(0).state(), "compromised");
+  auto sign = Sign("release@1", "ecdsa-p256-sha256", digest);
+  EXPECT_EQ(sign.status().code(), v1::FAILED_PRECONDITION);
+  EXPECT_EQ(sign.status().message(), "key release@1 is compromised; release has no active version");
+  auto enable = Lifecycle("enable", "release@1");
+  EXPECT_EQ(enable.status().code(), v1::FAILED_PRECONDITION);
+  EXPECT_NE(enable.status().message().find("can never be active again"), std::string::npos);
+  // Rotating is the way out of a compromise.
+  ASSERT_EQ(Lifecycle("rotate", "release").status().code(), v1::OK);
+  EXPECT_EQ(Sign("release", "ecdsa-p256-sha256", digest).sign().key_version(), 2u);
+  EXPECT_EQ(Show("release").versions(0).state(), "compromised");  // not "deactivated"
+
+  EXPECT_EQ(Lifecycle("disable", "nope").status().code(), v1::NOT_FOUND);
+  EXPECT_EQ(Lifecycle("disable", "release@7").status().code(), v1::NOT_FOUND);
+  EXPECT_EQ(Lifecycle("rotate", "release@1").status().code(), v1::INVALID_ARGUMENT);
+}
+
+TEST_F(CoreTest, DestroyRemovesTheTokenObjectsOnce) {
+  ASSERT_EQ(Create("release", "ec-p256").status().code(), v1::OK);
+  const std::string spki = PublicKey("release");
+  auto before = core_->Reconcile();
+  ASSERT_TRUE(before.ok) << before.error;
+  EXPECT_EQ(before.versions.at("release@1"), "present");
+
+  auto destroyed = Lifecycle("destroy", "release");
+  ASSERT_EQ(destroyed.status().code(), v1::OK) << destroyed.status().message();
+  EXPECT_EQ(destroyed.destroy_key().versions(0).state(), "destroyed");
+  auto after = core_->Reconcile();
+  ASSERT_TRUE(after.ok) << after.error;
+  EXPECT_EQ(after.versions.at("release@1"), "absent");  // gone from the token
+  EXPECT_EQ(after.problems, 0u);
+  EXPECT_TRUE(after.unknown.empty());
+
+  auto twice = Lifecycle("destroy", "release@1");
+  EXPECT_EQ(twice.status().code(), v1::FAILED_PRECONDITION);
+  EXPECT_EQ(twice.status().message(), "key release@1 is already destroyed");
+  auto sign = Sign("release@1", "ecdsa-p256-sha256", Sha256("x"));
+  EXPECT_EQ(sign.status().code(), v1::FAILED_PRECONDITION);
+  EXPECT_EQ(sign.status().message(), "key release@1 is destroyed; release has no active version");
+  // Metadata and public key are kept.
+  EXPECT_EQ(PublicKey("release@1"), spki);
+  OpenCore();
+  EXPECT_EQ(Show("release").versions(0).state(), "destroyed");
+}
+
+TEST_F(CoreTest, ExpiredVersionDoesNotSign) {
+  v1::Request req;
+  req.set_id(++next_id_);
+  auto* c = req.mutable_create_key();
+  c->set_name("short");
+  c->set_key_type("ec-p256");
+  c->set_usage("code-signing");
+  c->set_crypto_period_seconds(1);
+  auto created = Call(kAdmin, req);
+  ASSERT_EQ(created.status().code(), v1::OK) << created.status().message();
+  const std::int64_t expires_at = created.create_key().versions(0).expires_at();
+  EXPECT_EQ(expires_at, created.create_key().versions(0).created_at() + 1);
+  while (std::time(nullptr) < expires_at) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  auto sign = Sign("short", "ecdsa-p256-sha256", Sha256("late"));
+  EXPECT_EQ(sign.status().code(), v1::FAILED_PRECONDITION);
+  EXPECT_NE(sign.status().message().find("key short@1 expired at "), std::string::npos)
+      << sign.status().message();
+  EXPECT_TRUE(Show("short").versions(0).expired());
+  // Disabled, an expired version cannot be enabled again.
+  ASSERT_EQ(Lifecycle("disable", "short").status().code(), v1::OK);
+  auto enable = Lifecycle("enable", "short@1");
+  EXPECT_EQ(enable.status().code(), v1::FAILED_PRECONDITION);
+  EXPECT_NE(enable.status().message().find("expired at"), std::string::npos);
+
+  v1::Request too_long = req;
+  too_long.mutable_create_key()->set_name("forever");
+  too_long.mutable_create_key()->set_crypto_period_seconds(1ull << 40);
+  EXPECT_EQ(Call(kAdmin, too_long).status().code(), v1::INVALID_ARGUMENT);
+}
+
+TEST_F(CoreTest, ListWithCheckReportsTokenState) {
+  ASSERT_EQ(Create("release", "ec-p256").status().code(), v1::OK);
+  v1::Request req;
+  req.set_id(++next_id_);
+  req.mutable_list_keys()->set_check(true);
+  auto resp = Call(kAdmin, req);
+  ASSERT_EQ(resp.status().code(), v1::OK);
+  EXPECT_TRUE(resp.list_keys().checked());
+  ASSERT_EQ(resp.list_keys().keys_size(), 1);
+  EXPECT_EQ(resp.list_keys().keys(0).versions(0).token_check(), "present");
+  EXPECT_EQ(resp.list_keys().unknown_token_objects_size(), 0);
+  // Without check, no token_check.
+  req.mutable_list_keys()->set_check(false);
+  auto plain = Call(kAdmin, req);
+  EXPECT_FALSE(plain.list_keys().checked());
+  EXPECT_EQ(plain.list_keys().keys(0).versions(0).token_check(), "");
 }
 
 }  // namespace
