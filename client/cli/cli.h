@@ -140,6 +140,8 @@ std::optional<Failure> Sign(Invocation& inv);
 // Sets *exit_code to kExitOk or kExitBadSignature.
 std::optional<Failure> Verify(Invocation& inv, int* exit_code);
 std::optional<Failure> Ping(Invocation& inv);
+// `custos audit checkpoint [--out FILE]` (audit_commands.cc).
+std::optional<Failure> AuditCheckpoint(Invocation& inv);
 
 // --- Key lifecycle (lifecycle_commands.cc) ---
 

@@ -36,6 +36,8 @@ Commands:
   sign --key NAME[@V] [--algorithm ALG] --in FILE --out SIG [--json]
   verify --key NAME[@V] [--algorithm ALG] --in FILE --sig SIG [--pubkey PEM] [--json]
   ping [--json]
+  audit checkpoint [--out FILE] [--json]  latest signed audit checkpoint, to pin
+                                          for custos-audit verify --checkpoint
 
   ALG: ecdsa-p256-sha256 ecdsa-p384-sha384 rsa-pkcs1-sha256 rsa-pkcs1-sha384
        rsa-pkcs1-sha512 rsa-pss-sha256 rsa-pss-sha384 rsa-pss-sha512 ed25519
@@ -109,6 +111,7 @@ const Command kCommands[] = {
     {"sign", {"key", "algorithm", "in", "out"}},
     {"verify", {"key", "algorithm", "in", "sig", "pubkey"}},
     {"ping", {}},
+    {"audit checkpoint", {"out"}},
 };
 
 int Fail(const Failure& f) {
@@ -172,6 +175,12 @@ int Run(int argc, char** argv) {
       return UsageError(
           "keys needs a subcommand: list, create, show, pubkey, rotate, disable, enable, "
           "destroy or mark-compromised");
+    }
+    name += " " + command_args[1];
+    words = 2;
+  } else if (name == "audit") {
+    if (command_args.size() < 2 || command_args[1][0] == '-') {
+      return UsageError("audit needs a subcommand: checkpoint");
     }
     name += " " + command_args[1];
     words = 2;
@@ -257,6 +266,8 @@ int Run(int argc, char** argv) {
     failure = Verify(inv, &exit_code);
   } else if (name == "ping") {
     failure = Ping(inv);
+  } else if (name == "audit checkpoint") {
+    failure = AuditCheckpoint(inv);
   }
   if (failure) return Fail(*failure);
   if (std::fflush(stdout) != 0) return Fail(Failure{kExitFile, "cannot write to standard output"});

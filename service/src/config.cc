@@ -82,7 +82,12 @@ void AddSettings(po::options_description& d) {
       "limits.idle-timeout-ms", s(), "idle connection deadline (60000)")(
       "limits.request-timeout-ms", s(), "default request deadline (10000)")(
       "limits.max-message-bytes", s(), "largest Ed25519 message (65536)")(
-      "limits.max-batch-items", s(), "largest sign_batch (1024)");
+      "limits.max-batch-items", s(), "largest sign_batch (1024)")(
+      "audit.log", s(), "audit log file (default STATE_DIR/audit.log)")(
+      "audit.key", s(), "HSM key (usage audit) that signs checkpoints (default audit)")(
+      "audit.checkpoint-records", s(), "sign a checkpoint after this many records (1000)")(
+      "audit.checkpoint-seconds", s(), "... or after this many seconds with new records (60)")(
+      "audit.retry-ms", s(), "while the log cannot be written, retry this often (500)");
 }
 
 po::options_description GenericOptions() {
@@ -196,6 +201,16 @@ Result<Config> BuildConfig(const po::variables_map& vm) {
   r.Millis("limits.request-timeout-ms", &l.request_timeout);
   r.Unsigned("limits.max-message-bytes", 1, 64ull << 20, &l.max_message_bytes);
   r.Unsigned("limits.max-batch-items", 1, 1000000, &l.max_batch_items);
+
+  r.String("audit.log", &c.audit.log);
+  r.String("audit.key", &c.audit.key);
+  r.Unsigned("audit.checkpoint-records", 1, 100000000, &c.audit.checkpoint_records);
+  {
+    std::size_t secs = 60;
+    r.Unsigned("audit.checkpoint-seconds", 1, 86400, &secs);
+    c.audit.checkpoint_interval = std::chrono::seconds(secs);
+  }
+  r.Millis("audit.retry-ms", &c.audit.retry_interval);
   if (!r.error().empty()) return Error{r.error()};
 
   if (!c.hsm.pin_file.empty() && !c.hsm.pin_env.empty()) {
@@ -216,6 +231,7 @@ Result<Config> BuildConfig(const po::variables_map& vm) {
   for (const auto& [name, value] : required) {
     if (value->empty()) return Error{std::string("required setting ") + name + " is missing"};
   }
+  if (c.audit.log.empty()) c.audit.log = c.server.state_dir + "/audit.log";
   return c;
 }
 

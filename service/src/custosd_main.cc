@@ -6,6 +6,7 @@
 #include <google/protobuf/stubs/logging.h>
 #include <sys/stat.h>
 
+#include <array>
 #include <cerrno>
 #include <cstdio>
 #include <cstdlib>
@@ -19,6 +20,7 @@
 #include "custos/pkcs11/secret.h"
 #include "custos/pkcs11/token.h"
 #include "custos/policy/policy.h"
+#include "custos/service/audit_log.h"
 #include "custos/service/config.h"
 #include "custos/service/core.h"
 #include "custos/service/hardening.h"
@@ -143,8 +145,44 @@ int Main(int argc, char** argv) {
   if (!core) return Fail(logger, kExitRuntime, "core_error", core.error());
   LogLine(logger, LogLevel::kInfo, "keys_loaded").Unsigned("keys", (*core)->key_count());
 
+  // Audit log (docs/audit.md). Checkpoints are signed in the HSM by the key
+  // audit.key; without a usable one the log is chained but unsigned.
+  std::unique_ptr<AuditLog> audit;
+  if (parsed->action != Action::kCheckConfig) {
+    std::optional<CheckpointSigner> signer;
+    SigningCore* signing_core = core->get();
+    const std::string audit_key = config.audit.key;
+    const std::array<std::uint8_t, 32> probe{};
+    std::string key_version;
+    if (auto test = signing_core->SignAuditDigest(audit_key, probe, &key_version); test) {
+      signer = CheckpointSigner{
+          "ecdsa-p256-sha256",
+          [signing_core, audit_key](
+              std::span<const std::uint8_t> digest) -> Result<CheckpointSignature> {
+            CheckpointSignature out;
+            auto sig = signing_core->SignAuditDigest(audit_key, digest, &out.key);
+            if (!sig) return Error{sig.error()};
+            out.signature = std::move(sig.value());
+            return out;
+          }};
+    } else {
+      LogLine(logger, LogLevel::kWarn, "audit_key_unusable")
+          .Str("key", audit_key)
+          .Str("error", test.error());
+    }
+    AuditOptions audit_options;
+    audit_options.path = config.audit.log;
+    audit_options.checkpoint_records = config.audit.checkpoint_records;
+    audit_options.checkpoint_interval = config.audit.checkpoint_interval;
+    audit_options.retry_interval = config.audit.retry_interval;
+    auto opened = AuditLog::Open(std::move(audit_options), std::move(signer), logger);
+    if (!opened) return Fail(logger, kExitRuntime, "audit_error", opened.error());
+    audit = std::move(opened.value());
+  }
+
   // Network side.
   ServerOptions options;
+  options.audit = audit.get();
   options.listen_host = config.server.listen_host;
   options.listen_port = config.server.listen_port;
   options.io_threads = config.server.io_threads;
@@ -173,6 +211,8 @@ int Main(int argc, char** argv) {
   std::printf("%s\n", ready.c_str());
   std::fflush(stdout);
   (*server)->Run();
+  // Records of the last responses are durable; a final checkpoint follows.
+  if (audit) audit->Close();
   return 0;
 }
 

@@ -1,6 +1,7 @@
 #include "custos/service/server.h"
 
 #include <openssl/err.h>
+#include <openssl/evp.h>
 #include <openssl/pem.h>
 #include <openssl/ssl.h>
 #include <openssl/x509v3.h>
@@ -16,6 +17,7 @@
 #include <thread>
 
 #include "custos/client/framing.h"
+#include "custos/service/audit_log.h"
 #include "custos/v1/custos.pb.h"
 
 namespace custos::service {
@@ -176,6 +178,61 @@ v1::Response ErrorResponse(std::uint64_t id, v1::StatusCode code, std::string me
   return r;
 }
 
+std::string Sha256Hex(std::string_view data) {
+  unsigned char md[EVP_MAX_MD_SIZE];
+  unsigned int len = 0;
+  if (EVP_Digest(data.data(), data.size(), md, &len, EVP_sha256(), nullptr) != 1) return "";
+  return audit::Hex({md, len});
+}
+
+// SHA-256 of the request's operation: the oneof message, serialized again
+// (fields in number order); "" when the request names none.
+std::string OpSha256(const v1::Request& r) {
+  const auto* oneof = r.GetDescriptor()->FindOneofByName("op");
+  const auto* refl = r.GetReflection();
+  const auto* field = oneof ? refl->GetOneofFieldDescriptor(r, oneof) : nullptr;
+  if (field == nullptr) return "";
+  return Sha256Hex(refl->GetMessage(r, field).SerializeAsString());
+}
+
+// "name@version" when the result names the key version it used (sign,
+// sign_batch, get_public_key); otherwise "".
+std::string ResultKey(const v1::Response& r) {
+  const auto* oneof = r.GetDescriptor()->FindOneofByName("result");
+  const auto* refl = r.GetReflection();
+  const auto* field = oneof ? refl->GetOneofFieldDescriptor(r, oneof) : nullptr;
+  if (field == nullptr) return "";
+  const auto& msg = refl->GetMessage(r, field);
+  const auto* key = msg.GetDescriptor()->FindFieldByName("key");
+  const auto* version = msg.GetDescriptor()->FindFieldByName("key_version");
+  if (key == nullptr || version == nullptr ||
+      key->type() != google::protobuf::FieldDescriptor::TYPE_STRING ||
+      version->type() != google::protobuf::FieldDescriptor::TYPE_UINT32) {
+    return "";
+  }
+  const std::string name = msg.GetReflection()->GetString(msg, key);
+  const std::uint32_t v = msg.GetReflection()->GetUInt32(msg, version);
+  if (name.empty() || v == 0) return "";
+  return name + "@" + std::to_string(v);
+}
+
+// Operations that change nothing but (for signing) produce a value that is
+// worthless until its response leaves; they need no intent record.
+bool NeedsIntent(std::string_view op) {
+  static constexpr std::string_view kNoIntent[] = {
+      "ping",    "sign",           "sign_batch",       "list_keys",
+      "get_key", "get_public_key", "audit_checkpoint", "unknown"};
+  for (auto o : kNoIntent) {
+    if (o == op) return false;
+  }
+  return true;
+}
+
+v1::Response AuditRefusal(std::uint64_t id, const std::string& why) {
+  return ErrorResponse(id, v1::UNAVAILABLE,
+                       "audit log unavailable: " + why + "; refusing to act unrecorded", true);
+}
+
 }  // namespace
 
 class Connection;
@@ -239,6 +296,7 @@ class Connection : public std::enable_shared_from_this<Connection> {
     std::string op;
     std::string key;
     std::string trace_id;
+    std::string op_sha256;
     Clock::time_point received;
   };
 
@@ -383,27 +441,40 @@ class Connection : public std::enable_shared_from_this<Connection> {
     } else {
       message = "zero-length frame: every frame carries one custos.v1.Request";
     }
-    SendErrorAndClose(ErrorResponse(0, code, message));
+    SendErrorAndClose(ErrorResponse(0, code, message), "");
   }
 
-  void SendErrorAndClose(const v1::Response& resp) {
+  // Answers a frame that carries no usable request (after its audit record,
+  // which names no operation) and closes the connection.
+  void SendErrorAndClose(v1::Response resp, std::string body_sha256) {
     LogLine(srv_.logger, LogLevel::kInfo, "protocol_error")
         .Unsigned("conn", id_)
         .Str("peer", peer_)
         .Str("principal", principal_)
         .Str("status", v1::StatusCode_Name(resp.status().code()))
         .Str("error", resp.status().message());
-    Enqueue(client::EncodeFrame(resp), /*completes_request=*/false);
+    if (srv_.opts.audit == nullptr) {
+      Enqueue(client::EncodeFrame(resp), /*completes_request=*/false);
+      BeginClose("protocol error");
+      return;
+    }
+    Meta meta;
+    meta.op = "";
+    meta.op_sha256 = std::move(body_sha256);
+    meta.received = Clock::now();
+    ++inflight_;  // holds the close until the response is written
     BeginClose("protocol error");
+    Finish(std::move(resp), std::move(meta), /*track_id=*/false);
   }
 
   void HandleFrame(std::string body) {
     disarm_idle();
     auto req = std::make_shared<v1::Request>();
     if (!client::ParseRequest(body, req.get())) {
-      SendErrorAndClose(ErrorResponse(
-          0, v1::INVALID_ARGUMENT,
-          "frame of " + std::to_string(body.size()) + " bytes is not a valid custos.v1.Request"));
+      SendErrorAndClose(ErrorResponse(0, v1::INVALID_ARGUMENT,
+                                      "frame of " + std::to_string(body.size()) +
+                                          " bytes is not a valid custos.v1.Request"),
+                        Sha256Hex(body));
       return;
     }
     Meta meta;
@@ -411,6 +482,7 @@ class Connection : public std::enable_shared_from_this<Connection> {
     meta.op = std::string(OpName(*req));
     meta.key = std::string(Bounded(KeyOf(*req)));
     meta.trace_id = std::string(Bounded(req->trace_id()));
+    if (srv_.opts.audit) meta.op_sha256 = OpSha256(*req);
     meta.received = Clock::now();
     ++inflight_;
 
@@ -421,43 +493,146 @@ class Connection : public std::enable_shared_from_this<Connection> {
       resp.mutable_ping()->set_server_version(srv_.opts.server_version);
       resp.mutable_ping()->set_uptime_seconds(static_cast<std::uint64_t>(
           std::chrono::duration_cast<std::chrono::seconds>(Clock::now() - srv_.started).count()));
-      Complete(std::move(resp), meta, /*track_id=*/false);
+      Finish(std::move(resp), std::move(meta), /*track_id=*/false);
       return;
     }
     if (srv_.draining || draining_) {
-      Complete(ErrorResponse(req->id(), v1::UNAVAILABLE,
-                             "custosd is shutting down; retry on a new connection", true),
-               meta, false);
+      Finish(ErrorResponse(req->id(), v1::UNAVAILABLE,
+                           "custosd is shutting down; retry on a new connection", true),
+             std::move(meta), false);
       return;
     }
     if (!ids_.insert(req->id()).second) {
-      Complete(ErrorResponse(req->id(), v1::INVALID_ARGUMENT,
-                             "request id " + std::to_string(req->id()) +
-                                 " is already in flight on this connection"),
-               meta, false);
+      Finish(ErrorResponse(req->id(), v1::INVALID_ARGUMENT,
+                           "request id " + std::to_string(req->id()) +
+                               " is already in flight on this connection"),
+             std::move(meta), false);
       return;
     }
     const auto budget = req->deadline_ms() != 0 ? std::chrono::milliseconds(req->deadline_ms())
                                                 : srv_.opts.limits.request_timeout;
     const auto deadline = meta.received + budget;
-    asio::post(srv_.pool, [self = shared_from_this(), req, meta, deadline, budget] {
-      v1::Response resp;
-      if (Clock::now() > deadline) {
-        resp =
-            ErrorResponse(req->id(), v1::DEADLINE_EXCEEDED,
-                          "request waited past its deadline of " + std::to_string(budget.count()) +
-                              " ms in the queue; it was not executed",
-                          true);
-      } else {
-        try {
-          resp = self->srv_.handler.Handle(self->principal_, self->peer_, *req);
-          resp.set_id(req->id());
-        } catch (const std::exception& e) {
-          resp = ErrorResponse(req->id(), v1::INTERNAL, std::string("internal error: ") + e.what());
+    AuditLog* audit = srv_.opts.audit;
+    if (audit != nullptr && NeedsIntent(meta.op) && audit->available()) {
+      // A state change is recorded as intended before it happens, so that no
+      // crash or write failure can leave it done and unrecorded.
+      audit::RequestFields intent = RecordFor(v1::Response(), meta);
+      intent.kind = "intent";
+      intent.outcome = "";
+      audit->Append(intent, [self = shared_from_this(), req, meta, deadline,
+                             budget](const Result<void>& r) {
+        if (!r) {
+          self->Finish(AuditRefusal(req->id(), r.error()), meta, /*track_id=*/true);
+          return;
         }
+        asio::post(self->srv_.pool, [self, req, meta, deadline, budget] {
+          self->Execute(*req, meta, deadline, budget);
+        });
+      });
+      return;
+    }
+    asio::post(srv_.pool, [self = shared_from_this(), req, meta, deadline, budget] {
+      self->Execute(*req, meta, deadline, budget);
+    });
+  }
+
+  // On a worker: answers one request (the handler, or here for what the
+  // network side answers itself), then Finish()es it.
+  void Execute(const v1::Request& req, const Meta& meta, Clock::time_point deadline,
+               std::chrono::milliseconds budget) {
+    v1::Response resp;
+    AuditLog* audit = srv_.opts.audit;
+    if (Clock::now() > deadline) {
+      resp = ErrorResponse(req.id(), v1::DEADLINE_EXCEEDED,
+                           "request waited past its deadline of " + std::to_string(budget.count()) +
+                               " ms in the queue; it was not executed",
+                           true);
+    } else if (audit != nullptr && !audit->available()) {
+      resp = AuditRefusal(req.id(), audit->unavailable_reason());
+    } else if (audit != nullptr && req.op_case() == v1::Request::kAuditCheckpoint) {
+      resp = CheckpointResponse(req.id());
+    } else {
+      try {
+        resp = srv_.handler.Handle(principal_, peer_, req);
+        resp.set_id(req.id());
+      } catch (const std::exception& e) {
+        resp = ErrorResponse(req.id(), v1::INTERNAL, std::string("internal error: ") + e.what());
       }
-      asio::post(self->stream_.get_executor(), [self, resp = std::move(resp), meta]() mutable {
-        self->Complete(std::move(resp), meta, /*track_id=*/true);
+    }
+    Finish(std::move(resp), meta, /*track_id=*/true);
+  }
+
+  v1::Response CheckpointResponse(std::uint64_t id) const {
+    if (principal_.empty()) {
+      return ErrorResponse(id, v1::UNAUTHENTICATED,
+                           "the client certificate names no principal (no URI SAN, DNS SAN or CN)");
+    }
+    auto line = srv_.opts.audit->LatestCheckpoint();
+    if (!line) {
+      return ErrorResponse(id, v1::UNAVAILABLE,
+                           "no audit checkpoint has been signed yet (is there an audit key? see "
+                           "custosd's log)",
+                           true);
+    }
+    auto parsed = audit::ParseLine(*line);
+    if (!parsed) {
+      return ErrorResponse(id, v1::INTERNAL, "latest audit checkpoint: " + parsed.error());
+    }
+    v1::Response resp;
+    resp.set_id(id);
+    resp.mutable_status()->set_code(v1::OK);
+    auto* cp = resp.mutable_audit_checkpoint();
+    cp->set_record(*line);
+    cp->set_sequence(parsed->Number("seq").value_or(0));
+    cp->set_covers(parsed->Number("covers").value_or(0));
+    cp->set_covers_hash(parsed->String("covers_hash").value_or(""));
+    cp->set_time(parsed->String("time").value_or(""));
+    cp->set_key(parsed->String("key").value_or(""));
+    cp->set_algorithm(parsed->String("algorithm").value_or(""));
+    if (auto sig = audit::ParseHex(parsed->String("signature").value_or(""))) {
+      cp->set_signature(sig->data(), sig->size());
+    }
+    return resp;
+  }
+
+  audit::RequestFields RecordFor(const v1::Response& resp, const Meta& meta) const {
+    audit::RequestFields f;
+    f.principal = principal_;
+    f.peer = peer_;
+    f.request_id = meta.request_id;
+    f.trace_id = meta.trace_id;
+    f.op = meta.op;
+    f.key = ResultKey(resp);
+    if (f.key.empty()) f.key = meta.key;
+    f.op_sha256 = meta.op_sha256;
+    f.outcome = v1::StatusCode_Name(resp.status().code());
+    if (resp.status().code() != v1::OK) f.error = resp.status().message();
+    return f;
+  }
+
+  // Records the request in the audit log and completes it on the
+  // connection's strand once the record is durable. From any thread. When
+  // the record cannot be written the response becomes UNAVAILABLE; ping is
+  // answered regardless (health checks work while the log is down), and
+  // unrecorded only then.
+  void Finish(v1::Response resp, Meta meta, bool track_id) {
+    AuditLog* audit = srv_.opts.audit;
+    auto self = shared_from_this();
+    if (audit == nullptr || (meta.op == "ping" && !audit->available())) {
+      asio::post(stream_.get_executor(),
+                 [self, resp = std::move(resp), meta = std::move(meta), track_id]() mutable {
+                   self->Complete(std::move(resp), meta, track_id);
+                 });
+      return;
+    }
+    const audit::RequestFields record = RecordFor(resp, meta);
+    auto held = std::make_shared<std::pair<v1::Response, Meta>>(std::move(resp), std::move(meta));
+    audit->Append(record, [self, held, track_id](const Result<void>& r) {
+      std::string why = r ? std::string() : r.error();
+      asio::post(self->stream_.get_executor(), [self, held, track_id, why = std::move(why)] {
+        v1::Response& out = held->first;
+        if (!why.empty() && held->second.op != "ping") out = AuditRefusal(out.id(), why);
+        self->Complete(std::move(out), held->second, track_id);
       });
     });
   }

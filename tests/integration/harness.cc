@@ -211,6 +211,15 @@ int Deployment::Stop() {
   return -1;
 }
 
+bool Deployment::Kill() {
+  if (pid_ <= 0) return false;
+  kill(pid_, SIGKILL);
+  int status = 0;
+  waitpid(pid_, &status, 0);
+  pid_ = -1;
+  return true;
+}
+
 CommandResult Deployment::Custos(const std::string& who,
                                  const std::vector<std::string>& args) const {
   std::vector<std::string> argv = {BinPath("custos"), "--config", client_conf(who)};

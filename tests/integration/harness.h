@@ -67,7 +67,11 @@ class Deployment {
              const std::map<std::string, std::string>& env = {});
   // SIGTERM and wait; returns the exit status (or -1 if it had to be killed).
   int Stop();
+  // SIGKILL (a crash) and reap; false if it was not running.
+  bool Kill();
   bool running();
+  // The daemon's process id while it runs (-1 otherwise), e.g. to SIGKILL it.
+  pid_t pid() const { return pid_; }
   std::string log() const;
 
   // Runs the custos CLI as `who` (builder, admin, issuer).

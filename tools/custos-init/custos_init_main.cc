@@ -14,6 +14,7 @@
 #include <boost/program_options.hpp>
 #include <cerrno>
 #include <cstring>
+#include <ctime>
 #include <filesystem>
 #include <iostream>
 #include <stdexcept>
@@ -22,6 +23,8 @@
 
 #include "custos/pkcs11/secret.h"
 #include "custos/pkcs11/token.h"
+#include "custos/service/key_name.h"
+#include "custos/service/key_store.h"
 #include "dev_pki.h"
 
 namespace fs = std::filesystem;
@@ -112,6 +115,16 @@ std::string StarterPolicy() {
       "  operations: [SIGN, READ]\n"
       "  keys: \"*\"\n"
       "  usages: \"code-signing\"\n"
+      "  algorithms: \"*\"\n"
+      "}\n\n"
+      "# Every client may fetch the audit key's public key (custos keys pubkey audit)\n"
+      "# to verify the audit log's checkpoints (docs/audit.md).\n"
+      "key_rule {\n"
+      "  name: \"everyone-reads-audit-key\"\n"
+      "  roles: [\"admin\", \"builder\", \"issuer\"]\n"
+      "  operations: [READ]\n"
+      "  keys: \"audit\"\n"
+      "  usages: \"audit\"\n"
       "  algorithms: \"*\"\n"
       "}\n";
   return text;
@@ -222,6 +235,53 @@ int RunDev(const Layout& l) {
     std::cerr << "custos-init: cannot initialise the SoftHSM token: " << st.error().message()
               << "\n";
     return 1;
+  }
+
+  // The audit key (usage audit): custosd signs audit checkpoints with it in
+  // the token. It is recorded in the key store like any key, so that
+  // `custos keys pubkey audit` serves its public key.
+  {
+    pkcs11::TokenConfig tc;
+    tc.module_path = l.module;
+    tc.token = kTokenLabel;
+    tc.pin = pkcs11::SecretBytes(PinText(user_pin));
+    auto token = pkcs11::Token::Open(std::move(tc));
+    if (!token.ok()) {
+      std::cerr << "custos-init: cannot open the new token: " << token.error().message() << "\n";
+      return 1;
+    }
+    const std::string label = service::TokenLabel("audit", 1);
+    auto ref = (*token)->GenerateKeyPair(pkcs11::KeyType::kEcP256, label);
+    if (!ref.ok()) {
+      std::cerr << "custos-init: cannot generate the audit key: " << ref.error().message()
+                << "\n";
+      return 1;
+    }
+    auto store = service::KeyStore::Open((l.dir / "state/custos.db").string());
+    if (!store) {
+      std::cerr << "custos-init: " << store.error() << "\n";
+      return 1;
+    }
+    const std::int64_t now = static_cast<std::int64_t>(std::time(nullptr));
+    service::KeyRecord rec;
+    rec.name = "audit";
+    rec.key_type = "ec-p256";
+    rec.usage = "audit";
+    rec.active_version = 1;
+    rec.created_at = now;
+    service::KeyVersionRecord vr;
+    vr.version = 1;
+    vr.state = service::KeyState::kActive;
+    vr.created_at = now;
+    vr.token_label = label;
+    vr.token_id = ref->id;
+    vr.spki_der = ref->spki_der;
+    rec.versions.push_back(std::move(vr));
+    auto inserted = (*store)->InsertKey(rec);
+    if (!inserted) {
+      std::cerr << "custos-init: cannot record the audit key: " << inserted.error() << "\n";
+      return 1;
+    }
   }
 
   // Dev PKI for mutual TLS.

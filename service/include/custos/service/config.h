@@ -57,12 +57,22 @@ struct LimitsConfig {
   std::size_t max_batch_items = 1024;
 };
 
+// [audit]: the tamper-evident audit log (docs/audit.md).
+struct AuditConfig {
+  std::string log;                      // default: STATE_DIR/audit.log
+  std::string key = "audit";            // the HSM key that signs checkpoints
+  std::size_t checkpoint_records = 1000;
+  std::chrono::milliseconds checkpoint_interval{60000};  // checkpoint-seconds
+  std::chrono::milliseconds retry_interval{500};         // retry-ms, while unwritable
+};
+
 struct Config {
   std::string config_file;  // as given to --config
   ServerConfig server;
   TlsConfig tls;
   HsmConfig hsm;
   LimitsConfig limits;
+  AuditConfig audit;
 };
 
 enum class Action { kRun, kCheckConfig, kHelp, kVersion };

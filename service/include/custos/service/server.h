@@ -11,7 +11,8 @@
 // max-inflight-per-connection requests in flight, beyond which reading stops
 // until a response is written. A request still queued past its deadline is
 // answered DEADLINE_EXCEEDED without reaching the handler. Ping is answered on
-// the event loop. Beyond max-connections, new TCP connections are closed
+// the event loop. With an audit log (ServerOptions::audit) every response,
+// including those above, waits for its durable audit record. Beyond max-connections, new TCP connections are closed
 // before the TLS handshake and logged.
 #pragma once
 
@@ -30,6 +31,7 @@
 
 namespace custos::service {
 
+class AuditLog;
 class Connection;
 
 struct ServerOptions {
@@ -43,6 +45,15 @@ struct ServerOptions {
   std::string server_version;
   // Handle SIGTERM and SIGINT by draining (custosd does; tests call Stop()).
   bool handle_signals = true;
+  // The audit log (audit_log.h), or null for none. With one, every request
+  // (also malformed ones and pings) is recorded, each response leaves only
+  // after its record is durable, operations other than ping are refused with
+  // UNAVAILABLE while the log cannot be written, and operations that change
+  // state (all but ping, sign, sign_batch, list_keys, get_key,
+  // get_public_key, audit_checkpoint) get an "intent" record, durable before
+  // the handler runs. audit_checkpoint is answered here from the log. It must
+  // outlive the Server and be closed after Run() returns.
+  AuditLog* audit = nullptr;
   // Maps the verified client certificate's names to the principal. custosd
   // passes policy::PrincipalFromIdentity.
   std::function<std::string(const std::vector<std::string>& uri_sans,
