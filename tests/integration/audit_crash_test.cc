@@ -29,9 +29,9 @@ TEST(AuditCrash, KillNineDuringLoadLosesNoAcknowledgedRecord) {
                                "code-signing"})
                 .exit_code,
             0);
-  ASSERT_EQ(d.Custos("builder", {"keys", "pubkey", "audit", "--out", d.dir() + "/audit.pem"})
-                .exit_code,
-            0);
+  ASSERT_EQ(
+      d.Custos("builder", {"keys", "pubkey", "audit", "--out", d.dir() + "/audit.pem"}).exit_code,
+      0);
   const std::string log = d.dir() + "/state/audit.log";
   std::mt19937 rng(std::random_device{}());
   std::uniform_int_distribution<int> pause_ms(30, 400);
@@ -59,8 +59,8 @@ TEST(AuditCrash, KillNineDuringLoadLosesNoAcknowledgedRecord) {
   EXPECT_LT(std::chrono::steady_clock::now() - started, 120s);
   ASSERT_GT(all.size(), 200u) << "too little load to mean anything";
 
-  auto verify = Exec({BinPath("custos-audit"), "verify", "--log", log, "--pubkey",
-                      d.dir() + "/audit.pem"});
+  auto verify =
+      Exec({BinPath("custos-audit"), "verify", "--log", log, "--pubkey", d.dir() + "/audit.pem"});
   EXPECT_EQ(verify.exit_code, 0) << verify.out << verify.err;
 
   std::map<std::string, std::string> by_trace;

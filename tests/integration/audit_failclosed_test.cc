@@ -80,12 +80,11 @@ TEST(AuditFailClosed, FullAuditStorageRefusesOperationsThenRecovers) {
                  << "); this test needs root, as in CI";
   }
   const std::string log = fs_dir + "/audit.log";
-  WriteFile(d.dir() + "/custosd.conf", ReadFile(d.dir() + "/custosd.conf") +
-                                           "\n[audit]\nlog = " + log +
-                                           "\ncheckpoint-records = 100\nretry-ms = 200\n");
+  WriteFile(d.dir() + "/custosd.conf", ReadFile(d.dir() + "/custosd.conf") + "\n[audit]\nlog = " +
+                                           log + "\ncheckpoint-records = 100\nretry-ms = 200\n");
   ASSERT_TRUE(d.Start()) << d.log();
-  ASSERT_EQ(d.Custos("admin", {"keys", "create", "fc-sign", "--type", "ec-p256", "--usage",
-                               "code-signing"})
+  ASSERT_EQ(d.Custos("admin",
+                     {"keys", "create", "fc-sign", "--type", "ec-p256", "--usage", "code-signing"})
                 .exit_code,
             0);
   ASSERT_EQ(
@@ -148,8 +147,7 @@ TEST(AuditFailClosed, FullAuditStorageRefusesOperationsThenRecovers) {
     auto it = by_trace.find(r.trace_id);
     if (it == by_trace.end() || it->second != r.op_sha256) ++missing;
   }
-  EXPECT_EQ(missing, 0u) << "signatures answered without a durable record, of "
-                         << received.size();
+  EXPECT_EQ(missing, 0u) << "signatures answered without a durable record, of " << received.size();
 }
 
 }  // namespace
