@@ -41,8 +41,8 @@ std::optional<Failure> AuditCheckpoint(Invocation& inv) {
   } else {
     std::printf("checkpoint at sequence %llu (covers %llu, %s, signed by %s) written to %s\n",
                 static_cast<unsigned long long>(cp.sequence()),
-                static_cast<unsigned long long>(cp.covers()), cp.time().c_str(),
-                cp.key().c_str(), inv.out.c_str());
+                static_cast<unsigned long long>(cp.covers()), cp.time().c_str(), cp.key().c_str(),
+                inv.out.c_str());
   }
   return std::nullopt;
 }

@@ -52,7 +52,7 @@ struct Tail {
 // Finds the end of the log, cuts a torn last line, and verifies the last
 // record against itself and the record before it.
 Result<Tail> RecoverTail(int fd, const std::string& path, Logger& logger) {
-  struct stat st{};
+  struct stat st {};
   if (::fstat(fd, &st) != 0) return Error{Errno("cannot stat audit log", path, errno)};
   Tail tail;
   const std::uint64_t size = static_cast<std::uint64_t>(st.st_size);
@@ -246,8 +246,8 @@ std::uint64_t AuditLog::QueueLocked(const std::string& body, bool checkpoint, Do
 std::string AuditLog::WriteAt(std::uint64_t offset, const std::string& data) {
   std::size_t done = 0;
   while (done < data.size()) {
-    const ssize_t n = ::pwrite(fd_, data.data() + done, data.size() - done,
-                               static_cast<off_t>(offset + done));
+    const ssize_t n =
+        ::pwrite(fd_, data.data() + done, data.size() - done, static_cast<off_t>(offset + done));
     if (n < 0 && errno == EINTR) continue;
     if (n < 0) return Errno("write", options_.path, errno);
     if (n == 0) return "write " + options_.path + ": no progress";
@@ -390,9 +390,8 @@ void AuditLog::Run() {
         lock.lock();
         continue;
       }
-      const bool timed_out = !cv_.wait_for(lock, options_.checkpoint_interval, [this] {
-        return !queue_.empty() || stop_ || failed_;
-      });
+      const bool timed_out = !cv_.wait_for(lock, options_.checkpoint_interval,
+                                           [this] { return !queue_.empty() || stop_ || failed_; });
       if (timed_out || (queue_.empty() && !stop_)) {
         lock.unlock();
         MaybeCheckpoint(false);

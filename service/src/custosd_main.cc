@@ -157,8 +157,8 @@ int Main(int argc, char** argv) {
     if (auto test = signing_core->SignAuditDigest(audit_key, probe, &key_version); test) {
       signer = CheckpointSigner{
           "ecdsa-p256-sha256",
-          [signing_core, audit_key](
-              std::span<const std::uint8_t> digest) -> Result<CheckpointSignature> {
+          [signing_core,
+           audit_key](std::span<const std::uint8_t> digest) -> Result<CheckpointSignature> {
             CheckpointSignature out;
             auto sig = signing_core->SignAuditDigest(audit_key, digest, &out.key);
             if (!sig) return Error{sig.error()};

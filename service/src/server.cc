@@ -519,16 +519,16 @@ class Connection : public std::enable_shared_from_this<Connection> {
       audit::RequestFields intent = RecordFor(v1::Response(), meta);
       intent.kind = "intent";
       intent.outcome = "";
-      audit->Append(intent, [self = shared_from_this(), req, meta, deadline,
-                             budget](const Result<void>& r) {
-        if (!r) {
-          self->Finish(AuditRefusal(req->id(), r.error()), meta, /*track_id=*/true);
-          return;
-        }
-        asio::post(self->srv_.pool, [self, req, meta, deadline, budget] {
-          self->Execute(*req, meta, deadline, budget);
-        });
-      });
+      audit->Append(
+          intent, [self = shared_from_this(), req, meta, deadline, budget](const Result<void>& r) {
+            if (!r) {
+              self->Finish(AuditRefusal(req->id(), r.error()), meta, /*track_id=*/true);
+              return;
+            }
+            asio::post(self->srv_.pool, [self, req, meta, deadline, budget] {
+              self->Execute(*req, meta, deadline, budget);
+            });
+          });
       return;
     }
     asio::post(srv_.pool, [self = shared_from_this(), req, meta, deadline, budget] {

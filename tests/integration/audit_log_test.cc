@@ -27,12 +27,12 @@ class AuditLog : public ::testing::Test {
   static void SetUpTestSuite() {
     d_ = new Deployment();
     ASSERT_TRUE(d_->Start({"--audit.checkpoint-records", "40"})) << d_->log();
-    auto created = d_->Custos("admin", {"keys", "create", "rel", "--type", "ec-p256", "--usage",
-                                        "code-signing"});
+    auto created = d_->Custos(
+        "admin", {"keys", "create", "rel", "--type", "ec-p256", "--usage", "code-signing"});
     ASSERT_EQ(created.exit_code, 0) << created.err;
     for (const char* who : {"builder", "issuer", "admin"}) {
-      auto pub = d_->Custos(who, {"keys", "pubkey", "audit", "--out",
-                                  d_->dir() + "/audit-" + who + ".pem"});
+      auto pub = d_->Custos(
+          who, {"keys", "pubkey", "audit", "--out", d_->dir() + "/audit-" + who + ".pem"});
       ASSERT_EQ(pub.exit_code, 0) << who << ": " << pub.err;
     }
     SignLoad load(d_->client_conf("builder"), "rel", 3, 8);
@@ -42,11 +42,11 @@ class AuditLog : public ::testing::Test {
     signed_ = new std::vector<std::string>(load.signed_digests());
     ASSERT_GT(signed_->size(), 100u);
     // A refused request and a malformed frame are recorded too.
-    auto denied = d_->Custos("issuer", {"keys", "create", "nope", "--type", "ec-p256", "--usage",
-                                        "code-signing"});
+    auto denied = d_->Custos(
+        "issuer", {"keys", "create", "nope", "--type", "ec-p256", "--usage", "code-signing"});
     ASSERT_EQ(denied.exit_code, 4);
-    RawTls raw(d_->port(), {d_->dir() + "/clients/builder.crt",
-                            d_->dir() + "/clients/builder.key", d_->dir() + "/pki/ca.crt"});
+    RawTls raw(d_->port(), {d_->dir() + "/clients/builder.crt", d_->dir() + "/clients/builder.key",
+                            d_->dir() + "/pki/ca.crt"});
     ASSERT_TRUE(raw.ok()) << raw.error();
     ASSERT_TRUE(raw.Write(Frame(std::string("\xff\xff\xff", 3))));
     ASSERT_TRUE(raw.ReadFrame(std::chrono::milliseconds(5000)).has_value());
@@ -67,8 +67,9 @@ class AuditLog : public ::testing::Test {
     static int n = 0;
     const std::string path = d_->dir() + "/copy-" + std::to_string(++n) + ".log";
     WriteFile(path, text);
-    std::vector<std::string> argv = {BinPath("custos-audit"), "verify", "--log", path,
-                                     "--pubkey", d_->dir() + "/audit-builder.pem"};
+    std::vector<std::string> argv = {
+        BinPath("custos-audit"),         "verify", "--log", path, "--pubkey",
+        d_->dir() + "/audit-builder.pem"};
     if (!pin.empty()) {
       argv.push_back("--checkpoint");
       argv.push_back(pin);
@@ -157,8 +158,8 @@ TEST_F(AuditLog, DeletedRecordIsNamed) {
   lines.erase(lines.begin() + static_cast<long>(i));
   auto r = Verify(Join(lines, 0, lines.size()));
   EXPECT_EQ(r.exit_code, 1) << r.out << r.err;
-  const std::string want = "line " + std::to_string(i + 1) + " (sequence " +
-                           std::to_string(i + 1) + "): found sequence " + std::to_string(i + 2);
+  const std::string want = "line " + std::to_string(i + 1) + " (sequence " + std::to_string(i + 1) +
+                           "): found sequence " + std::to_string(i + 2);
   EXPECT_NE(r.err.find(want), std::string::npos) << r.err;
 }
 
@@ -168,8 +169,8 @@ TEST_F(AuditLog, SwappedRecordsAreNamed) {
   std::swap(lines[i], lines[i + 1]);
   auto r = Verify(Join(lines, 0, lines.size()));
   EXPECT_EQ(r.exit_code, 1) << r.out << r.err;
-  const std::string want = "line " + std::to_string(i + 1) + " (sequence " +
-                           std::to_string(i + 1) + "): found sequence " + std::to_string(i + 2);
+  const std::string want = "line " + std::to_string(i + 1) + " (sequence " + std::to_string(i + 1) +
+                           "): found sequence " + std::to_string(i + 2);
   EXPECT_NE(r.err.find(want), std::string::npos) << r.err;
 }
 

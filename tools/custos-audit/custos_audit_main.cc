@@ -93,8 +93,8 @@ int Verify(const std::string& log_path, const std::string& pubkey_path,
     std::cout << "{\"ok\":" << (r.ok ? "true" : "false") << ",\"records\":" << r.last_sequence
               << ",\"checkpoints\":" << r.checkpoints
               << ",\"last_checkpoint\":" << r.last_checkpoint
-              << ",\"unsigned_tail\":" << r.unsigned_tail << ",\"pinned\":"
-              << (pinned ? "true" : "false");
+              << ",\"unsigned_tail\":" << r.unsigned_tail
+              << ",\"pinned\":" << (pinned ? "true" : "false");
     if (!r.ok) {
       std::cout << ",\"bad_line\":" << r.bad_line << ",\"bad_sequence\":" << r.bad_sequence
                 << ",\"problem\":" << JsonEscape(r.problem);
@@ -102,8 +102,7 @@ int Verify(const std::string& log_path, const std::string& pubkey_path,
     std::cout << "}\n";
   }
   if (!r.ok) {
-    std::fprintf(stderr, "custos-audit: NOT INTACT: %s: %s\n", log_path.c_str(),
-                 r.problem.c_str());
+    std::fprintf(stderr, "custos-audit: NOT INTACT: %s: %s\n", log_path.c_str(), r.problem.c_str());
     return kExitNotIntact;
   }
   if (!json) {

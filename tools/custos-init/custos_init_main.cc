@@ -253,8 +253,7 @@ int RunDev(const Layout& l) {
     const std::string label = service::TokenLabel("audit", 1);
     auto ref = (*token)->GenerateKeyPair(pkcs11::KeyType::kEcP256, label);
     if (!ref.ok()) {
-      std::cerr << "custos-init: cannot generate the audit key: " << ref.error().message()
-                << "\n";
+      std::cerr << "custos-init: cannot generate the audit key: " << ref.error().message() << "\n";
       return 1;
     }
     auto store = service::KeyStore::Open((l.dir / "state/custos.db").string());

@@ -77,7 +77,7 @@ std::optional<std::vector<std::uint8_t>> ParseHex(std::string_view hex);
 // A JSON value of the subset the log uses.
 struct JsonValue {
   enum class Type { kString, kNumber, kArray } type = Type::kString;
-  std::string text;                 // string contents (unescaped) or number digits
+  std::string text;                // string contents (unescaped) or number digits
   std::vector<std::string> array;  // arrays hold strings only
 };
 

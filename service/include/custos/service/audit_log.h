@@ -129,17 +129,17 @@ class AuditLog {
 
   mutable std::mutex mu_;
   std::condition_variable cv_;
-  std::vector<Pending> queue_;        // GUARDED_BY(mu_)
-  std::uint64_t next_seq_ = 1;        // GUARDED_BY(mu_)
-  audit::Hash head_{};                // GUARDED_BY(mu_): hash of next_seq_ - 1
-  std::uint64_t durable_seq_ = 0;     // GUARDED_BY(mu_)
-  audit::Hash durable_hash_{};        // GUARDED_BY(mu_)
-  std::uint64_t durable_offset_ = 0;  // GUARDED_BY(mu_)
-  bool failed_ = false;               // GUARDED_BY(mu_)
-  std::string reason_;                // GUARDED_BY(mu_)
-  std::string outage_started_;        // GUARDED_BY(mu_)
-  bool stop_ = false;                 // GUARDED_BY(mu_)
-  bool closed_ = false;               // GUARDED_BY(mu_)
+  std::vector<Pending> queue_;                    // GUARDED_BY(mu_)
+  std::uint64_t next_seq_ = 1;                    // GUARDED_BY(mu_)
+  audit::Hash head_{};                            // GUARDED_BY(mu_): hash of next_seq_ - 1
+  std::uint64_t durable_seq_ = 0;                 // GUARDED_BY(mu_)
+  audit::Hash durable_hash_{};                    // GUARDED_BY(mu_)
+  std::uint64_t durable_offset_ = 0;              // GUARDED_BY(mu_)
+  bool failed_ = false;                           // GUARDED_BY(mu_)
+  std::string reason_;                            // GUARDED_BY(mu_)
+  std::string outage_started_;                    // GUARDED_BY(mu_)
+  bool stop_ = false;                             // GUARDED_BY(mu_)
+  bool closed_ = false;                           // GUARDED_BY(mu_)
   std::optional<std::string> latest_checkpoint_;  // GUARDED_BY(mu_)
 
   std::atomic<bool> available_flag_{false};

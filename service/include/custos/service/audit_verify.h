@@ -14,10 +14,10 @@ namespace custos::service::audit {
 
 struct VerifyReport {
   bool ok = false;
-  std::uint64_t lines = 0;        // lines read
+  std::uint64_t lines = 0;  // lines read
   std::uint64_t last_sequence = 0;
-  std::uint64_t checkpoints = 0;  // checkpoints whose signature verified
-  std::uint64_t last_checkpoint = 0;         // its own sequence number
+  std::uint64_t checkpoints = 0;      // checkpoints whose signature verified
+  std::uint64_t last_checkpoint = 0;  // its own sequence number
   std::uint64_t last_checkpoint_covers = 0;
   std::uint64_t unsigned_tail = 0;  // records after the last checkpoint
   // The first problem: line number (1-based) and the sequence number the

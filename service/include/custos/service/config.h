@@ -59,8 +59,8 @@ struct LimitsConfig {
 
 // [audit]: the tamper-evident audit log (docs/audit.md).
 struct AuditConfig {
-  std::string log;                      // default: STATE_DIR/audit.log
-  std::string key = "audit";            // the HSM key that signs checkpoints
+  std::string log;            // default: STATE_DIR/audit.log
+  std::string key = "audit";  // the HSM key that signs checkpoints
   std::size_t checkpoint_records = 1000;
   std::chrono::milliseconds checkpoint_interval{60000};  // checkpoint-seconds
   std::chrono::milliseconds retry_interval{500};         // retry-ms, while unwritable

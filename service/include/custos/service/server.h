@@ -12,8 +12,8 @@
 // until a response is written. A request still queued past its deadline is
 // answered DEADLINE_EXCEEDED without reaching the handler. Ping is answered on
 // the event loop. With an audit log (ServerOptions::audit) every response,
-// including those above, waits for its durable audit record. Beyond max-connections, new TCP connections are closed
-// before the TLS handshake and logged.
+// including those above, waits for its durable audit record. Beyond max-connections, new TCP
+// connections are closed before the TLS handshake and logged.
 #pragma once
 
 #include <chrono>
