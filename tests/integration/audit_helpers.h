@@ -86,6 +86,10 @@ class SignLoad {
     std::lock_guard lock(mu_);
     return received_;
   }
+  std::size_t received_count() {
+    std::lock_guard lock(mu_);
+    return received_.size();
+  }
   std::map<std::string, int> failures() {
     std::lock_guard lock(mu_);
     return failures_;

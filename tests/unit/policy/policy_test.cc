@@ -444,8 +444,10 @@ TEST(Check, ManyRolesBeyondInlineSet) {
   EXPECT_EQ(policy.RolesOf("p"), (std::vector<std::string>{"r3", "r299"}));
 }
 
-TEST(Parse, LargePolicyStaysFast) {
+TEST(Parse, LargePolicyHasNoQuadraticBlowUp) {
   // Validation is linear: no per-item scans over earlier items or the text.
+  // The bound is a hang guard (a quadratic pass over 60,000 items takes
+  // minutes), not a benchmark: it holds under ASan on a loaded 2-core machine.
   std::string text = "version: 1\n";
   constexpr int kCount = 20000;
   for (int i = 0; i < kCount; ++i) {
@@ -457,7 +459,7 @@ TEST(Parse, LargePolicyStaysFast) {
   text += "role { name: \"r19999\" }\n";  // a duplicate at the very end
   const auto start = std::chrono::steady_clock::now();
   auto result = Policy::Parse(text);
-  EXPECT_LT(std::chrono::steady_clock::now() - start, std::chrono::seconds(10));
+  EXPECT_LT(std::chrono::steady_clock::now() - start, std::chrono::seconds(90));
   ASSERT_TRUE(std::holds_alternative<ParseError>(result));
   const ParseError& error = std::get<ParseError>(result);
   EXPECT_EQ(error.line, 3 * kCount + 2) << error.ToString();
