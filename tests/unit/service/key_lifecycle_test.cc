@@ -4,6 +4,7 @@
 
 #include <gtest/gtest.h>
 
+#include <ostream>
 #include <vector>
 
 namespace custos::service {
@@ -23,6 +24,9 @@ struct Case {
   std::optional<KeyState> to;
   const char* message;
 };
+
+// The test name already says the case; print just that (not the raw bytes).
+void PrintTo(const Case& c, std::ostream* os) { *os << c.name; }
 
 class TransitionTest : public testing::TestWithParam<Case> {};
 
