@@ -19,6 +19,7 @@
 #include "custos/client/framing.h"
 #include "custos/service/audit_log.h"
 #include "custos/v1/custos.pb.h"
+#include "request_info.h"
 
 namespace custos::service {
 
@@ -30,6 +31,8 @@ using Clock = std::chrono::steady_clock;
 using boost::system::error_code;
 
 namespace {
+
+using namespace request_info;
 
 constexpr std::string_view kAlpn = "custos/1";
 constexpr std::chrono::milliseconds kTlsShutdownTimeout{1000};
@@ -104,67 +107,6 @@ PeerNames NamesOf(X509* cert) {
   return names;
 }
 
-std::string_view OpName(const v1::Request& r) {
-  switch (r.op_case()) {
-    case v1::Request::kPing:
-      return "ping";
-    case v1::Request::kSign:
-      return "sign";
-    case v1::Request::kSignBatch:
-      return "sign_batch";
-    case v1::Request::kCreateKey:
-      return "create_key";
-    case v1::Request::kListKeys:
-      return "list_keys";
-    case v1::Request::kGetKey:
-      return "get_key";
-    case v1::Request::kGetPublicKey:
-      return "get_public_key";
-    case v1::Request::kRotateKey:
-      return "rotate_key";
-    case v1::Request::kDisableKey:
-      return "disable_key";
-    case v1::Request::kEnableKey:
-      return "enable_key";
-    case v1::Request::kDestroyKey:
-      return "destroy_key";
-    case v1::Request::kMarkCompromised:
-      return "mark_compromised";
-    case v1::Request::kAuditCheckpoint:
-      return "audit_checkpoint";
-    case v1::Request::OP_NOT_SET:
-      break;
-  }
-  return "unknown";
-}
-
-std::string_view KeyOf(const v1::Request& r) {
-  switch (r.op_case()) {
-    case v1::Request::kSign:
-      return r.sign().key();
-    case v1::Request::kSignBatch:
-      return r.sign_batch().key();
-    case v1::Request::kCreateKey:
-      return r.create_key().name();
-    case v1::Request::kGetKey:
-      return r.get_key().key();
-    case v1::Request::kGetPublicKey:
-      return r.get_public_key().key();
-    case v1::Request::kRotateKey:
-      return r.rotate_key().name();
-    case v1::Request::kDisableKey:
-      return r.disable_key().key();
-    case v1::Request::kEnableKey:
-      return r.enable_key().key();
-    case v1::Request::kDestroyKey:
-      return r.destroy_key().key();
-    case v1::Request::kMarkCompromised:
-      return r.mark_compromised().key();
-    default:
-      return "";
-  }
-}
-
 // Bounds peer-chosen text before it goes into a log line.
 std::string_view Bounded(std::string_view s, std::size_t max = 128) { return s.substr(0, max); }
 
@@ -176,56 +118,6 @@ v1::Response ErrorResponse(std::uint64_t id, v1::StatusCode code, std::string me
   r.mutable_status()->set_message(std::move(message));
   r.mutable_status()->set_retryable(retryable);
   return r;
-}
-
-std::string Sha256Hex(std::string_view data) {
-  unsigned char md[EVP_MAX_MD_SIZE];
-  unsigned int len = 0;
-  if (EVP_Digest(data.data(), data.size(), md, &len, EVP_sha256(), nullptr) != 1) return "";
-  return audit::Hex({md, len});
-}
-
-// SHA-256 of the request's operation: the oneof message, serialized again
-// (fields in number order); "" when the request names none.
-std::string OpSha256(const v1::Request& r) {
-  const auto* oneof = r.GetDescriptor()->FindOneofByName("op");
-  const auto* refl = r.GetReflection();
-  const auto* field = oneof ? refl->GetOneofFieldDescriptor(r, oneof) : nullptr;
-  if (field == nullptr) return "";
-  return Sha256Hex(refl->GetMessage(r, field).SerializeAsString());
-}
-
-// "name@version" when the result names the key version it used (sign,
-// sign_batch, get_public_key); otherwise "".
-std::string ResultKey(const v1::Response& r) {
-  const auto* oneof = r.GetDescriptor()->FindOneofByName("result");
-  const auto* refl = r.GetReflection();
-  const auto* field = oneof ? refl->GetOneofFieldDescriptor(r, oneof) : nullptr;
-  if (field == nullptr) return "";
-  const auto& msg = refl->GetMessage(r, field);
-  const auto* key = msg.GetDescriptor()->FindFieldByName("key");
-  const auto* version = msg.GetDescriptor()->FindFieldByName("key_version");
-  if (key == nullptr || version == nullptr ||
-      key->type() != google::protobuf::FieldDescriptor::TYPE_STRING ||
-      version->type() != google::protobuf::FieldDescriptor::TYPE_UINT32) {
-    return "";
-  }
-  const std::string name = msg.GetReflection()->GetString(msg, key);
-  const std::uint32_t v = msg.GetReflection()->GetUInt32(msg, version);
-  if (name.empty() || v == 0) return "";
-  return name + "@" + std::to_string(v);
-}
-
-// Operations that change nothing but (for signing) produce a value that is
-// worthless until its response leaves; they need no intent record.
-bool NeedsIntent(std::string_view op) {
-  static constexpr std::string_view kNoIntent[] = {
-      "ping",    "sign",           "sign_batch",       "list_keys",
-      "get_key", "get_public_key", "audit_checkpoint", "unknown"};
-  for (auto o : kNoIntent) {
-    if (o == op) return false;
-  }
-  return true;
 }
 
 v1::Response AuditRefusal(std::uint64_t id, const std::string& why) {
