@@ -51,6 +51,13 @@ struct KeyRequest {
 // rule may take this name.
 inline constexpr std::string_view kDefaultDenyRule = "default-deny";
 
+// Operations on the policy itself (policy.proto AdminRule).
+enum class AdminOperation {
+  kReadPolicy,     // `custos policy show`
+  kProposePolicy,  // `custos policy propose`
+};
+std::string_view AdminOperationName(AdminOperation op);  // "READ_POLICY", ...
+
 struct Decision {
   bool allowed = false;
   // The rule that allowed, or that refused; "default-deny" when none matched.
@@ -71,17 +78,24 @@ class Policy {
   // Default deny. Thread-safe (const, no shared mutable state); allocates only
   // for the returned strings unless the policy has more than 256 roles.
   Decision Check(const KeyRequest& request) const;
+  // Default deny for operations on the policy itself: allowed when an
+  // admin_rule bound to one of the principal's roles lists `op`.
+  Decision CheckAdmin(std::string_view principal, AdminOperation op) const;
   // The roles bound to a principal, for logs and `custos policy show`.
   std::vector<std::string> RolesOf(std::string_view principal) const;
   // The policy's own version number (from the file).
   std::uint64_t version() const;
+
+  // The parsed file, for quorum.h (QuorumPolicy) and DiffPolicies. Opaque
+  // outside policy/.
+  struct Impl;
+  const Impl& impl() const { return *impl_; }
 
   Policy(Policy&&) noexcept;
   Policy& operator=(Policy&&) noexcept;
   ~Policy();
 
  private:
-  struct Impl;
   explicit Policy(std::unique_ptr<Impl> impl);
   std::unique_ptr<Impl> impl_;
 };
