@@ -40,6 +40,13 @@ struct RequestFields {
   std::string op_sha256;  // lowercase hex, or "" when there was no operation
   std::string outcome;    // status code name ("OK", "PERMISSION_DENIED", ...)
   std::string error;      // status message when not OK
+  // Quorum (docs/audit.md, docs/quorum.md): the pending request this record
+  // is about ("rq-…"), emitted just before "approvals" only when non-empty.
+  std::string quorum_request;
+  // Approvals this record carries, one string per vote:
+  //   "<officer> <approve|deny> <statement time> sha256:<request digest hex> <signature hex>"
+  // enough to rebuild the signed statement (with quorum_request) and verify it.
+  std::vector<std::string> approvals;
 };
 
 // A checkpoint: the daemon's signature over (covers, covers_hash, time).
