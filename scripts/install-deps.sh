@@ -13,6 +13,7 @@ PACKAGES=(
   libprotobuf-dev protobuf-compiler
   libsqlite3-dev
   libgtest-dev libgmock-dev
+  tmux  # the officer console test drives custos-officer in a real terminal
 )
 
 missing=()
