@@ -227,6 +227,15 @@ CommandResult Deployment::Custos(const std::string& who,
   return Exec(argv);
 }
 
+CommandResult Deployment::Officer(const std::string& who, const std::vector<std::string>& args,
+                                  const std::map<std::string, std::string>& env,
+                                  const std::string& config) const {
+  std::vector<std::string> argv = {BinPath("custos-officer"), "--config",
+                                   config.empty() ? officer_conf(who) : config};
+  argv.insert(argv.end(), args.begin(), args.end());
+  return Exec(argv, env);
+}
+
 std::string Frame(const std::string& body) {
   const auto n = static_cast<std::uint32_t>(body.size());
   std::string out;

@@ -76,6 +76,14 @@ class Deployment {
 
   // Runs the custos CLI as `who` (builder, admin, issuer).
   CommandResult Custos(const std::string& who, const std::vector<std::string>& args) const;
+  // Runs custos-officer as officer `who` (alice, bob, carol) with that
+  // officer's config (DIR/officers/<who>.conf), or with `config` if given.
+  CommandResult Officer(const std::string& who, const std::vector<std::string>& args,
+                        const std::map<std::string, std::string>& env = {},
+                        const std::string& config = "") const;
+  std::string officer_conf(const std::string& who) const {
+    return dir_ + "/officers/" + who + ".conf";
+  }
 
  private:
   TempDir tmp_;

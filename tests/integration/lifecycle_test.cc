@@ -46,6 +46,25 @@ class Lifecycle : public ::testing::Test {
     ASSERT_EQ(r.exit_code, 0) << r.out << r.err;
   }
 
+  // Destroying needs 2 of the 3 officers under the starter policy (rule
+  // key-destruction): asks as admin, has alice and bob approve, and returns
+  // the result of `custos request wait`. Returns the first command that did
+  // not go as expected.
+  static CommandResult DestroyWithQuorum(const std::string& key) {
+    CommandResult r = Admin({"keys", "destroy", key});
+    if (r.exit_code != 6) return r;
+    static const std::regex kId("rq-[0-9a-f]{32}");
+    std::smatch m;
+    const std::string all = r.out + r.err;
+    if (!std::regex_search(all, m, kId)) return r;
+    const std::string id = m.str();
+    for (const char* officer : {"alice", "bob"}) {
+      CommandResult a = deployment_->Officer(officer, {"approve", id, "--yes"});
+      if (a.exit_code != 0) return a;
+    }
+    return Admin({"request", "wait", id, "--timeout", "30s"});
+  }
+
   // Signs artifact.bin as the builder with `key` into `sig`.
   static CommandResult Sign(const std::string& key, const std::string& sig) {
     return deployment_->Custos("builder", {"sign", "--key", key, "--in", File("artifact.bin"),
@@ -156,7 +175,7 @@ TEST_F(Lifecycle, DestroyRemovesTokenObjectsAndIsFinal) {
   CommandResult before = TokenObjects();
   ASSERT_NE(before.out.find("custos:doomed@1"), std::string::npos) << before.out;
 
-  CommandResult r = Admin({"keys", "destroy", "doomed@1"});
+  CommandResult r = DestroyWithQuorum("doomed@1");
   ASSERT_EQ(r.exit_code, 0) << r.out << r.err;
 
   CommandResult after = TokenObjects();
@@ -193,7 +212,8 @@ TEST_F(Lifecycle, MarkCompromised) {
   EXPECT_EQ(s.exit_code, 0) << s.err;
   EXPECT_NE(s.out.find("\"key_version\":2"), std::string::npos) << s.out;
   // Destroy is allowed from compromised.
-  EXPECT_EQ(Admin({"keys", "destroy", "leaked@1"}).exit_code, 0);
+  CommandResult destroyed = DestroyWithQuorum("leaked@1");
+  EXPECT_EQ(destroyed.exit_code, 0) << destroyed.out << destroyed.err;
 }
 
 TEST_F(Lifecycle, ExpiredVersionRefusesToSign) {
