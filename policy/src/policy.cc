@@ -15,7 +15,10 @@
 #include <unordered_map>
 #include <utility>
 
+#include "custos/policy/approval.h"
+#include "custos/policy/quorum.h"
 #include "custos/policy/v1/policy.pb.h"
+#include "policy_impl.h"
 #include "source_text.h"
 
 namespace custos::policy {
@@ -23,6 +26,7 @@ namespace {
 
 namespace pb = ::custos::policy::v1;
 using ::custos::policy::internal::Position;
+using ::custos::policy::internal::RoleSet;
 using ::custos::policy::internal::SourceText;
 using ::google::protobuf::Descriptor;
 using ::google::protobuf::FieldDescriptor;
@@ -136,27 +140,6 @@ class FirstErrorCollector final : public ::google::protobuf::io::ErrorCollector 
   std::optional<Error> error_;
 };
 
-// A set of role indices. Inline for up to 256 roles, so that Check does not
-// allocate for any policy a person is likely to write.
-class RoleSet {
- public:
-  explicit RoleSet(std::size_t role_count) {
-    const std::size_t words = (role_count + 63) / 64;
-    if (words > inline_.size()) heap_.assign(words, 0);
-  }
-  void Add(std::uint32_t role) { words()[role / 64] |= std::uint64_t{1} << (role % 64); }
-  bool Has(std::uint32_t role) const {
-    return (words()[role / 64] >> (role % 64)) & std::uint64_t{1};
-  }
-
- private:
-  std::uint64_t* words() { return heap_.empty() ? inline_.data() : heap_.data(); }
-  const std::uint64_t* words() const { return heap_.empty() ? inline_.data() : heap_.data(); }
-
-  std::array<std::uint64_t, 4> inline_{};
-  std::vector<std::uint64_t> heap_;
-};
-
 unsigned OperationBit(Operation op) { return 1u << static_cast<unsigned>(op); }
 
 }  // namespace
@@ -194,44 +177,6 @@ std::string_view OperationName(Operation op) {
   return "unknown";
 }
 
-namespace internal {
-
-// The validated policy in the form Check walks: role names resolved to ids.
-struct CompiledPolicy {
-  struct Binding {
-    std::string principal;  // glob
-    std::vector<std::uint32_t> roles;
-  };
-  struct Rule {
-    std::string name;
-    std::vector<std::uint32_t> roles;
-    unsigned operations = 0;        // OperationBit()s
-    std::vector<std::string> keys;  // globs
-    bool any_usage = false;
-    std::vector<std::string> usages;
-    bool any_algorithm = false;
-    std::vector<std::string> algorithms;
-  };
-
-  std::uint64_t version = 0;
-  std::vector<std::string> roles;  // declaration order; index = role id
-  std::vector<Binding> bindings;
-  std::vector<Rule> rules;  // file order: the first allowing rule decides
-
-  RoleSet RolesFor(std::string_view principal) const {
-    RoleSet set(roles.size());
-    for (const auto& binding : bindings) {
-      if (!GlobMatch(binding.principal, principal)) continue;
-      for (auto role : binding.roles) set.Add(role);
-    }
-    return set;
-  }
-};
-
-}  // namespace internal
-
-struct Policy::Impl : internal::CompiledPolicy {};
-
 namespace {
 
 // Semantic validation of a parsed PolicyFile into Policy::Impl. Every error
@@ -268,6 +213,14 @@ class Compiler {
                                             internal::CompiledPolicy& impl);
   std::optional<ParseError> CompileRules(const pb::PolicyFile& file,
                                          internal::CompiledPolicy& impl);
+  std::optional<ParseError> CompileOfficers(const pb::PolicyFile& file,
+                                            internal::CompiledPolicy& impl);
+  std::optional<ParseError> CompileQuorumSettings(const pb::PolicyFile& file,
+                                                  internal::CompiledPolicy& impl);
+  std::optional<ParseError> CompileQuorumRules(const pb::PolicyFile& file,
+                                               internal::CompiledPolicy& impl);
+  std::optional<ParseError> CompileAdminRules(const pb::PolicyFile& file,
+                                              internal::CompiledPolicy& impl);
 
   // Resolves the role names of repeated field `field` in `tree` to ids
   // (sorted, without duplicates); `what` names the owner in messages
@@ -324,7 +277,11 @@ std::optional<ParseError> Compiler::Compile(const pb::PolicyFile& file,
   impl.version = file.version();
   if (auto error = CompileRoles(file, impl)) return error;
   if (auto error = CompileBindings(file, impl)) return error;
-  return CompileRules(file, impl);
+  if (auto error = CompileRules(file, impl)) return error;
+  if (auto error = CompileOfficers(file, impl)) return error;
+  if (auto error = CompileQuorumSettings(file, impl)) return error;
+  if (auto error = CompileQuorumRules(file, impl)) return error;
+  return CompileAdminRules(file, impl);
 }
 
 std::optional<ParseError> Compiler::CompileRoles(const pb::PolicyFile& file,
@@ -570,6 +527,354 @@ std::optional<ParseError> Compiler::CompileRules(const pb::PolicyFile& file,
   return std::nullopt;
 }
 
+// Bounds for durations in the policy: a year is longer than any request should
+// wait, and keeps every sum with a time point far from overflow.
+constexpr std::uint64_t kMaxExpirySeconds = 366ull * 86400;
+constexpr std::uint64_t kMaxSkewSeconds = 86400;
+
+std::optional<ParseError> Compiler::CompileOfficers(const pb::PolicyFile& file,
+                                                    internal::CompiledPolicy& impl) {
+  const FieldDescriptor* officer_field = pb::PolicyFile::descriptor()->FindFieldByName("officer");
+  const Descriptor* d = pb::Officer::descriptor();
+  const FieldDescriptor* id_field = d->FindFieldByName("id");
+  const FieldDescriptor* name_field = d->FindFieldByName("name");
+  const FieldDescriptor* groups_field = d->FindFieldByName("groups");
+  const FieldDescriptor* principals_field = d->FindFieldByName("principals");
+  const FieldDescriptor* key_field = d->FindFieldByName("public_key");
+  std::unordered_map<std::string_view, int> first_index;  // views into `file`
+  for (int i = 0; i < file.officer_size(); ++i) {
+    const pb::Officer& officer = file.officer(i);
+    const ParseInfoTree* tree = tree_.GetTreeForNested(officer_field, i);
+    auto at = [&] { return Locate(&tree_, officer_field, i); };
+    if (officer.id().empty()) return ErrorAt(at(), "officer has no id");
+    const Position id_at = Locate(tree, id_field, -1);
+    if (!IsValidApprovalId(officer.id())) {
+      return ErrorAt(id_at, "officer id " + Quoted(officer.id()) +
+                                " is not valid: use 1 to 128 characters from [a-z0-9._-], "
+                                "starting with a letter or digit");
+    }
+    if (auto [it, inserted] = first_index.emplace(officer.id(), i); !inserted) {
+      const Position first =
+          Locate(tree_.GetTreeForNested(officer_field, it->second), id_field, -1);
+      return ErrorAt(id_at, "duplicate officer id " + Quoted(officer.id()) +
+                                " (first declared at line " + std::to_string(first.line) + ")");
+    }
+    const std::string what = "officer " + Quoted(officer.id());
+    if (HasControlCharacter(officer.name())) {
+      return ErrorAt(Locate(tree, name_field, -1), what + " name contains a control character");
+    }
+    std::vector<std::string> groups;
+    std::vector<std::string> principals;
+    for (int j = 0; j < officer.groups_size(); ++j) {
+      const std::string& group = officer.groups(j);
+      if (!IsValidName(group)) {
+        return ErrorAt(Locate(tree, groups_field, j),
+                       what + " group " + Quoted(group) +
+                           " is not valid: use 1 to 64 characters from [a-z0-9._-], "
+                           "starting with a letter or digit");
+      }
+      if (std::find(groups.begin(), groups.end(), group) == groups.end()) {
+        groups.push_back(group);
+      }
+    }
+    for (int j = 0; j < officer.principals_size(); ++j) {
+      const std::string& principal = officer.principals(j);
+      if (principal.empty()) {
+        return ErrorAt(Locate(tree, principals_field, j), what + " has an empty principal pattern");
+      }
+      if (HasControlCharacter(principal)) {
+        return ErrorAt(
+            Locate(tree, principals_field, j),
+            what + " principal pattern " + Quoted(principal) + " contains a control character");
+      }
+      principals.push_back(principal);
+    }
+    if (officer.public_key().empty()) {
+      return ErrorAt(at(), what +
+                               " has no public_key (a PEM \"PUBLIC KEY\" block: ECDSA P-256, "
+                               "Ed25519 or RSA)");
+    }
+    auto key = OfficerPublicKey::Parse(officer.public_key());
+    if (const auto* e = std::get_if<ApprovalError>(&key)) {
+      return ErrorAt(Locate(tree, key_field, -1), what + " public_key: " + e->message);
+    }
+    impl.officers.push_back(Officer{officer.id(), officer.name(), std::move(groups),
+                                    std::move(principals),
+                                    std::get<OfficerPublicKey>(std::move(key))});
+  }
+  return std::nullopt;
+}
+
+std::optional<ParseError> Compiler::CompileQuorumSettings(const pb::PolicyFile& file,
+                                                          internal::CompiledPolicy& impl) {
+  if (!file.has_quorum_settings()) return std::nullopt;
+  const FieldDescriptor* settings_field =
+      pb::PolicyFile::descriptor()->FindFieldByName("quorum_settings");
+  const ParseInfoTree* tree = tree_.GetTreeForNested(settings_field, -1);
+  const Descriptor* d = pb::QuorumSettings::descriptor();
+  const pb::QuorumSettings& settings = file.quorum_settings();
+  if (settings.default_expiry_seconds() > kMaxExpirySeconds) {
+    return ErrorAt(Locate(tree, d->FindFieldByName("default_expiry_seconds"), -1),
+                   "quorum_settings default_expiry_seconds " +
+                       std::to_string(settings.default_expiry_seconds()) + " is more than " +
+                       std::to_string(kMaxExpirySeconds) + " (366 days)");
+  }
+  if (settings.max_statement_skew_seconds() > kMaxSkewSeconds) {
+    return ErrorAt(Locate(tree, d->FindFieldByName("max_statement_skew_seconds"), -1),
+                   "quorum_settings max_statement_skew_seconds " +
+                       std::to_string(settings.max_statement_skew_seconds()) + " is more than " +
+                       std::to_string(kMaxSkewSeconds) + " (1 day)");
+  }
+  if (settings.default_expiry_seconds() != 0) {
+    impl.default_expiry = std::chrono::seconds(settings.default_expiry_seconds());
+  }
+  if (settings.max_statement_skew_seconds() != 0) {
+    impl.max_statement_skew = std::chrono::seconds(settings.max_statement_skew_seconds());
+  }
+  return std::nullopt;
+}
+
+std::optional<ParseError> Compiler::CompileQuorumRules(const pb::PolicyFile& file,
+                                                       internal::CompiledPolicy& impl) {
+  const FieldDescriptor* rule_field = pb::PolicyFile::descriptor()->FindFieldByName("quorum_rule");
+  const Descriptor* d = pb::QuorumRule::descriptor();
+  const FieldDescriptor* name_field = d->FindFieldByName("name");
+  const FieldDescriptor* operation_field = d->FindFieldByName("operation");
+  const FieldDescriptor* keys_field = d->FindFieldByName("keys");
+  const FieldDescriptor* usages_field = d->FindFieldByName("usages");
+  const FieldDescriptor* profiles_field = d->FindFieldByName("profiles");
+  const FieldDescriptor* group_field = d->FindFieldByName("group");
+  const FieldDescriptor* threshold_field = d->FindFieldByName("threshold");
+  const FieldDescriptor* expiry_field = d->FindFieldByName("expiry_seconds");
+  std::unordered_map<std::string_view, int> first_index;  // views into `file`
+
+  for (int i = 0; i < file.quorum_rule_size(); ++i) {
+    const pb::QuorumRule& rule = file.quorum_rule(i);
+    const ParseInfoTree* tree = tree_.GetTreeForNested(rule_field, i);
+    auto at = [&] { return Locate(&tree_, rule_field, i); };
+    if (rule.name().empty()) return ErrorAt(at(), "quorum_rule has no name");
+    const Position name_at = Locate(tree, name_field, -1);
+    if (!IsValidName(rule.name())) {
+      return ErrorAt(name_at, "quorum_rule name " + Quoted(rule.name()) +
+                                  " is not valid: use 1 to 64 characters from [a-z0-9._-], "
+                                  "starting with a letter or digit");
+    }
+    if (auto [it, inserted] = first_index.emplace(rule.name(), i); !inserted) {
+      const Position first = Locate(tree_.GetTreeForNested(rule_field, it->second), name_field, -1);
+      return ErrorAt(name_at, "duplicate quorum_rule name " + Quoted(rule.name()) +
+                                  " (first defined at line " + std::to_string(first.line) + ")");
+    }
+    const std::string what = "quorum_rule " + Quoted(rule.name());
+    internal::CompiledPolicy::QuorumRule compiled;
+    compiled.name = rule.name();
+
+    switch (rule.operation()) {
+      case pb::QuorumRule::KEY_CREATE:
+        compiled.operation = QuorumOperation::kKeyCreate;
+        break;
+      case pb::QuorumRule::KEY_DESTROY:
+        compiled.operation = QuorumOperation::kKeyDestroy;
+        break;
+      case pb::QuorumRule::KEY_STATE_CHANGE:
+        compiled.operation = QuorumOperation::kKeyStateChange;
+        break;
+      case pb::QuorumRule::POLICY_CHANGE:
+        compiled.operation = QuorumOperation::kPolicyChange;
+        break;
+      case pb::QuorumRule::OFFICER_CHANGE:
+        compiled.operation = QuorumOperation::kOfficerChange;
+        break;
+      case pb::QuorumRule::CERT_ISSUE:
+        compiled.operation = QuorumOperation::kCertIssue;
+        break;
+      case pb::QuorumRule::SIGN:
+        compiled.operation = QuorumOperation::kSign;
+        break;
+      default: {
+        const Position op_at = Locate(tree, operation_field, -1);
+        return ErrorAt(op_at.line > 0 ? op_at : at(),
+                       what +
+                           " has no operation (use KEY_CREATE, KEY_DESTROY, KEY_STATE_CHANGE, "
+                           "POLICY_CHANGE, OFFICER_CHANGE, CERT_ISSUE or SIGN)");
+      }
+    }
+    const std::string op_name(QuorumOperationName(compiled.operation));
+    const bool about_keys = compiled.operation == QuorumOperation::kKeyCreate ||
+                            compiled.operation == QuorumOperation::kKeyDestroy ||
+                            compiled.operation == QuorumOperation::kKeyStateChange ||
+                            compiled.operation == QuorumOperation::kSign;
+    const bool about_profiles = compiled.operation == QuorumOperation::kCertIssue;
+
+    if (about_keys) {
+      if (rule.keys().empty()) {
+        return ErrorAt(at(),
+                       what + " (" + op_name + ") lists no keys (use keys: \"*\" for every key)");
+      }
+      for (int j = 0; j < rule.keys_size(); ++j) {
+        const std::string& pattern = rule.keys(j);
+        if (!IsValidKeyPattern(pattern)) {
+          return ErrorAt(Locate(tree, keys_field, j),
+                         what + " key pattern " + Quoted(pattern) +
+                             " can never match: key names use only [a-z0-9._-], "
+                             "with '*' and '?' as wildcards");
+        }
+        compiled.keys.push_back(pattern);
+      }
+      if (rule.usages().empty()) {
+        return ErrorAt(at(), what + " (" + op_name + ") lists no usages (use \"*\" or one of " +
+                                 JoinNames(kUsages) + ")");
+      }
+      for (int j = 0; j < rule.usages_size(); ++j) {
+        const std::string& usage = rule.usages(j);
+        if (usage == "*") {
+          compiled.any_usage = true;
+        } else if (Contains(kUsages, usage)) {
+          compiled.usages.push_back(usage);
+        } else {
+          return ErrorAt(Locate(tree, usages_field, j), what + " names unknown usage " +
+                                                            Quoted(usage) + " (known: *, " +
+                                                            JoinNames(kUsages) + ")");
+        }
+      }
+    } else if (!rule.keys().empty() || !rule.usages().empty()) {
+      const bool keys = !rule.keys().empty();
+      return ErrorAt(Locate(tree, keys ? keys_field : usages_field, 0),
+                     what + " (" + op_name + ") cannot list " + (keys ? "keys" : "usages") +
+                         ": they apply to KEY_CREATE, KEY_DESTROY, KEY_STATE_CHANGE and SIGN");
+    }
+
+    if (about_profiles) {
+      if (rule.profiles().empty()) {
+        return ErrorAt(at(), what +
+                                 " (CERT_ISSUE) lists no profiles (use profiles: \"*\" for "
+                                 "every profile)");
+      }
+      for (int j = 0; j < rule.profiles_size(); ++j) {
+        const std::string& pattern = rule.profiles(j);
+        if (!IsValidKeyPattern(pattern)) {
+          return ErrorAt(Locate(tree, profiles_field, j),
+                         what + " profile pattern " + Quoted(pattern) +
+                             " can never match: profile names use only [a-z0-9._-], "
+                             "with '*' and '?' as wildcards");
+        }
+        compiled.profiles.push_back(pattern);
+      }
+    } else if (!rule.profiles().empty()) {
+      return ErrorAt(Locate(tree, profiles_field, 0),
+                     what + " (" + op_name + ") cannot list profiles: they apply to CERT_ISSUE");
+    }
+
+    if (rule.group().empty()) {
+      return ErrorAt(at(), what + " names no group (the officers' group whose approvals count)");
+    }
+    const Position group_at = Locate(tree, group_field, -1);
+    if (rule.threshold() == 0) {
+      const Position threshold_at = Locate(tree, threshold_field, -1);
+      return ErrorAt(threshold_at.line > 0 ? threshold_at : at(),
+                     what + " needs a threshold of at least 1 (the number of approvals)");
+    }
+    std::uint32_t members = 0;
+    std::vector<std::string> all_groups;
+    for (const Officer& officer : impl.officers) {
+      for (const std::string& g : officer.groups) {
+        if (g == rule.group()) ++members;
+        if (std::find(all_groups.begin(), all_groups.end(), g) == all_groups.end()) {
+          all_groups.push_back(g);
+        }
+      }
+    }
+    if (members == 0) {
+      std::string known = "officers' groups: ";
+      if (all_groups.empty()) known = "no officer has a group";
+      for (std::size_t j = 0; j < all_groups.size(); ++j) {
+        if (j > 0) known += ", ";
+        known += all_groups[j];
+      }
+      return ErrorAt(group_at, what + " names group " + Quoted(rule.group()) +
+                                   " that no officer is in (" + known + ")");
+    }
+    if (members < rule.threshold()) {
+      return ErrorAt(Locate(tree, threshold_field, -1),
+                     what + " needs " + std::to_string(rule.threshold()) +
+                         " approvals from group " + Quoted(rule.group()) + " but only " +
+                         std::to_string(members) +
+                         (members == 1 ? " officer is" : " officers are") +
+                         " in it: the rule could never pass");
+    }
+    compiled.group = rule.group();
+    compiled.threshold = rule.threshold();
+    compiled.deny_rejects = !rule.has_deny_rejects() || rule.deny_rejects();
+    if (rule.expiry_seconds() > kMaxExpirySeconds) {
+      return ErrorAt(Locate(tree, expiry_field, -1),
+                     what + " expiry_seconds " + std::to_string(rule.expiry_seconds()) +
+                         " is more than " + std::to_string(kMaxExpirySeconds) + " (366 days)");
+    }
+    compiled.expiry = rule.expiry_seconds() == 0 ? impl.default_expiry
+                                                 : std::chrono::seconds(rule.expiry_seconds());
+    impl.quorum_rules.push_back(std::move(compiled));
+  }
+  return std::nullopt;
+}
+
+std::optional<ParseError> Compiler::CompileAdminRules(const pb::PolicyFile& file,
+                                                      internal::CompiledPolicy& impl) {
+  const FieldDescriptor* rule_field = pb::PolicyFile::descriptor()->FindFieldByName("admin_rule");
+  const Descriptor* d = pb::AdminRule::descriptor();
+  const FieldDescriptor* name_field = d->FindFieldByName("name");
+  const FieldDescriptor* roles_field = d->FindFieldByName("roles");
+  const FieldDescriptor* operations_field = d->FindFieldByName("operations");
+  std::unordered_map<std::string_view, int> first_index;  // views into `file`
+  for (int i = 0; i < file.admin_rule_size(); ++i) {
+    const pb::AdminRule& rule = file.admin_rule(i);
+    const ParseInfoTree* tree = tree_.GetTreeForNested(rule_field, i);
+    auto at = [&] { return Locate(&tree_, rule_field, i); };
+    if (rule.name().empty()) return ErrorAt(at(), "admin_rule has no name");
+    const Position name_at = Locate(tree, name_field, -1);
+    if (!IsValidName(rule.name())) {
+      return ErrorAt(name_at, "admin_rule name " + Quoted(rule.name()) +
+                                  " is not valid: use 1 to 64 characters from [a-z0-9._-], "
+                                  "starting with a letter or digit");
+    }
+    if (rule.name() == kDefaultDenyRule) {
+      return ErrorAt(name_at, "admin_rule name \"default-deny\" is reserved for refusals");
+    }
+    if (auto [it, inserted] = first_index.emplace(rule.name(), i); !inserted) {
+      const Position first = Locate(tree_.GetTreeForNested(rule_field, it->second), name_field, -1);
+      return ErrorAt(name_at, "duplicate admin_rule name " + Quoted(rule.name()) +
+                                  " (first defined at line " + std::to_string(first.line) + ")");
+    }
+    const std::string what = "admin_rule " + Quoted(rule.name());
+    internal::CompiledPolicy::AdminRule compiled;
+    compiled.name = rule.name();
+    if (rule.roles().empty()) return ErrorAt(at(), what + " names no roles");
+    if (auto error = ResolveRoles(rule.roles(), tree, roles_field, what, compiled.roles)) {
+      return error;
+    }
+    if (rule.operations().empty()) {
+      return ErrorAt(at(), what + " lists no operations (use READ_POLICY or PROPOSE_POLICY)");
+    }
+    for (int j = 0; j < rule.operations_size(); ++j) {
+      switch (rule.operations(j)) {
+        case pb::READ_POLICY:
+          compiled.operations |= 1u << static_cast<unsigned>(AdminOperation::kReadPolicy);
+          break;
+        case pb::PROPOSE_POLICY:
+          compiled.operations |= 1u << static_cast<unsigned>(AdminOperation::kProposePolicy);
+          break;
+        default:
+          return ErrorAt(Locate(tree, operations_field, j),
+                         what + " lists operation " +
+                             (rule.operations(j) == pb::ADMIN_OPERATION_UNSPECIFIED
+                                  ? std::string("ADMIN_OPERATION_UNSPECIFIED")
+                                  : std::to_string(rule.operations(j))) +
+                             "; use READ_POLICY or PROPOSE_POLICY");
+      }
+    }
+    impl.admin_rules.push_back(std::move(compiled));
+  }
+  return std::nullopt;
+}
+
 }  // namespace
 
 Policy::Policy(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
@@ -624,10 +929,58 @@ std::variant<Policy, ParseError> Policy::Parse(std::string_view text) {
   auto impl = std::make_unique<Impl>();
   Compiler compiler(source, tree);
   if (auto error = compiler.Compile(file, *impl)) return *std::move(error);
+  impl->file = std::move(file);
   return Policy(std::move(impl));
 }
 
 std::uint64_t Policy::version() const { return impl_->version; }
+
+std::string_view AdminOperationName(AdminOperation op) {
+  switch (op) {
+    case AdminOperation::kReadPolicy:
+      return "READ_POLICY";
+    case AdminOperation::kProposePolicy:
+      return "PROPOSE_POLICY";
+  }
+  return "UNKNOWN";
+}
+
+Decision Policy::CheckAdmin(std::string_view principal, AdminOperation op) const {
+  const Impl& impl = *impl_;
+  if (principal.empty()) {
+    return Decision{false, std::string(kDefaultDenyRule),
+                    "request has no principal (the client certificate has no URI SAN, DNS SAN "
+                    "or CN)"};
+  }
+  const RoleSet roles = impl.RolesFor(principal);
+  const unsigned op_bit = 1u << static_cast<unsigned>(op);
+  for (const auto& rule : impl.admin_rules) {
+    if ((rule.operations & op_bit) == 0) continue;
+    auto role = std::find_if(rule.roles.begin(), rule.roles.end(),
+                             [&](std::uint32_t r) { return roles.Has(r); });
+    if (role == rule.roles.end()) continue;
+    std::string reason = "allowed by admin_rule ";
+    AppendQuoted(reason, rule.name);
+    reason += " for role ";
+    AppendQuoted(reason, impl.roles[*role]);
+    return Decision{true, rule.name, std::move(reason)};
+  }
+  std::string reason = "principal ";
+  AppendQuoted(reason, principal);
+  reason += " (roles: ";
+  bool any_role = false;
+  for (std::uint32_t i = 0; i < impl.roles.size(); ++i) {
+    if (!roles.Has(i)) continue;
+    if (any_role) reason += ", ";
+    reason += impl.roles[i];
+    any_role = true;
+  }
+  if (!any_role) reason += "none";
+  reason += ") has no admin_rule allowing ";
+  reason += AdminOperationName(op);
+  if (!any_role) reason += "; no binding matches this principal";
+  return Decision{false, std::string(kDefaultDenyRule), std::move(reason)};
+}
 
 std::vector<std::string> Policy::RolesOf(std::string_view principal) const {
   std::vector<std::string> out;
