@@ -260,8 +260,16 @@ std::string RequestBody(std::uint64_t seq, const Hash& prev, std::string_view ti
   Str(out, "op_sha256", f.op_sha256);
   Str(out, "outcome", f.outcome);
   Str(out, "error", f.error);
+  // Absent when empty, so records without a quorum request keep the bytes
+  // they had before the field existed.
+  if (!f.quorum_request.empty()) Str(out, "quorum_request", f.quorum_request);
   Key(out, "approvals");
-  out += "[]}";
+  out.push_back('[');
+  for (std::size_t i = 0; i < f.approvals.size(); ++i) {
+    if (i > 0) out.push_back(',');
+    AppendString(out, f.approvals[i]);
+  }
+  out += "]}";
   return out;
 }
 
@@ -309,6 +317,39 @@ std::string CheckpointStatement(std::uint64_t covers, const Hash& covers_hash,
   s += time;
   s += '\n';
   return s;
+}
+
+std::string FormatApproval(const ApprovalEntry& entry) {
+  return entry.officer + " " + entry.decision + " " + entry.time +
+         " sha256:" + Hex(entry.request_digest) + " " + Hex(entry.signature);
+}
+
+std::optional<ApprovalEntry> ParseApproval(std::string_view text) {
+  std::vector<std::string_view> parts;
+  std::size_t at = 0;
+  while (parts.size() < 6) {
+    const std::size_t sp = text.find(' ', at);
+    parts.push_back(text.substr(at, sp == std::string_view::npos ? text.npos : sp - at));
+    if (sp == std::string_view::npos) break;
+    at = sp + 1;
+  }
+  if (parts.size() != 5) return std::nullopt;
+  for (std::string_view p : parts) {
+    if (p.empty()) return std::nullopt;
+  }
+  if (parts[1] != "approve" && parts[1] != "deny") return std::nullopt;
+  constexpr std::string_view kSha = "sha256:";
+  if (parts[3].substr(0, kSha.size()) != kSha) return std::nullopt;
+  auto digest = ParseHash(parts[3].substr(kSha.size()));
+  auto signature = ParseHex(parts[4]);
+  if (!digest || !signature) return std::nullopt;
+  ApprovalEntry out;
+  out.officer = std::string(parts[0]);
+  out.decision = std::string(parts[1]);
+  out.time = std::string(parts[2]);
+  out.request_digest = *digest;
+  out.signature = std::move(*signature);
+  return out;
 }
 
 const JsonValue* ParsedLine::Get(std::string_view name) const {

@@ -3,6 +3,7 @@
 #include <deque>
 #include <memory>
 #include <utility>
+#include <variant>
 
 #include "custos/service/audit_format.h"
 
@@ -158,6 +159,170 @@ VerifyReport VerifyLog(std::istream& in, EVP_PKEY* key, const std::optional<std:
   }
   r.ok = true;
   return r;
+}
+
+namespace {
+
+std::string JoinNames(const std::vector<std::string>& names) {
+  std::string out;
+  for (const auto& n : names) {
+    if (!out.empty()) out += ", ";
+    out += n;
+  }
+  return out;
+}
+
+// The statement an approval entry stands for, rebuilt with
+// policy::CanonicalStatement; std::nullopt with `why` set when the entry's
+// fields do not form a valid statement.
+std::optional<std::string> RebuildStatement(std::string_view request_id, const ApprovalEntry& e,
+                                            std::string* why) {
+  // The entry carries the time as text; the strict statement parser turns
+  // it (and the ids) into a statement or says what is wrong.
+  const std::string draft =
+      std::string(policy::kApprovalStatementPrefix) + "request-id: " + std::string(request_id) +
+      "\nrequest-digest: sha256:" + Hex(e.request_digest) + "\ndecision: " + e.decision +
+      "\nofficer: " + e.officer + "\ntime: " + e.time + "\n";
+  auto parsed = policy::ParseStatement(draft);
+  if (auto* err = std::get_if<policy::ApprovalError>(&parsed)) {
+    *why = "not a valid statement: " + err->message;
+    return std::nullopt;
+  }
+  auto canonical = policy::CanonicalStatement(std::get<policy::ApprovalStatement>(parsed));
+  if (!canonical) *why = "not a valid statement";
+  return canonical;
+}
+
+}  // namespace
+
+std::string ExecutedRequest::Summary(bool checked) const {
+  std::string out = quorum_request + " " + (op.empty() ? "(no op)" : op);
+  if (!key.empty()) out += " " + key;
+  out += ": ";
+  if (signatures == 0) return out + "no approvals recorded";
+  if (!approved_by.empty()) out += "approved by " + JoinNames(approved_by);
+  if (!denied_by.empty()) {
+    out += approved_by.empty() ? "" : "; ";
+    out += "denied by " + JoinNames(denied_by);
+  }
+  if (!checked) return out + " (signatures not checked)";
+  return out + " (" + std::to_string(valid_signatures) + " valid signature" +
+         (valid_signatures == 1 ? "" : "s") + ")";
+}
+
+ApprovalEvidenceChecker::ApprovalEvidenceChecker(const OfficerKeyring* keyring)
+    : keyring_(keyring) {
+  report_.checked = keyring != nullptr;
+}
+
+void ApprovalEvidenceChecker::Add(const ParsedLine& record) {
+  const std::string kind = record.String("kind").value_or("");
+  if (kind == "checkpoint") return;
+  const std::uint64_t seq = record.Number("seq").value_or(0);
+  const std::string request_id = record.String("quorum_request").value_or("");
+  const std::string op = record.String("op").value_or("");
+  const std::string outcome = record.String("outcome").value_or("");
+  const JsonValue* approvals = record.Get("approvals");
+  const std::vector<std::string> empty;
+  const std::vector<std::string>& entries =
+      approvals && approvals->type == JsonValue::Type::kArray ? approvals->array : empty;
+
+  const bool refused_vote = op == "submit_approval" && outcome != "OK";
+  const bool executed =
+      kind == "request" && !request_id.empty() && op != "submit_approval" && outcome == "OK";
+  auto problem = [&](const std::string& who, const std::string& why) {
+    std::string line = "sequence " + std::to_string(seq) + ": ";
+    if (!who.empty()) line += "approval by " + who + " for " + request_id + ": ";
+    report_.problems.push_back(line + why);
+  };
+
+  ExecutedRequest ex;
+  ex.seq = seq;
+  ex.quorum_request = request_id;
+  ex.op = op;
+  ex.key = record.String("key").value_or("");
+  ex.signatures = entries.size();
+
+  if (!entries.empty()) {
+    ++report_.records;
+    report_.entries += entries.size();
+  }
+  if (refused_vote) {
+    report_.refused_votes += entries.size();
+    return;
+  }
+  if (!entries.empty() && request_id.empty()) {
+    problem("", "record carries approvals but no quorum_request to bind them to");
+    return;
+  }
+  for (std::size_t i = 0; i < entries.size(); ++i) {
+    auto entry = ParseApproval(entries[i]);
+    if (!entry) {
+      problem("", "approval entry " + std::to_string(i + 1) +
+                      " is malformed (want \"<officer> <approve|deny> <time> sha256:<hex> "
+                      "<signature hex>\")");
+      continue;
+    }
+    (entry->decision == "approve" ? ex.approved_by : ex.denied_by).push_back(entry->officer);
+    std::string why;
+    auto statement = RebuildStatement(request_id, *entry, &why);
+    if (!statement) {
+      problem(entry->officer, why);
+      continue;
+    }
+    // With keys, a signature is checked before its digest is trusted: a
+    // tampered entry is reported as such, not as a digest mismatch of the
+    // good entries after it.
+    if (keyring_) {
+      auto keys = keyring_->find(entry->officer);
+      if (keys == keyring_->end() || keys->second.empty()) {
+        problem(entry->officer,
+                "officer " + entry->officer + " is not an officer of any given policy");
+        continue;
+      }
+      const std::string_view sig(reinterpret_cast<const char*>(entry->signature.data()),
+                                 entry->signature.size());
+      bool verified = false;
+      for (const auto& key : keys->second) {
+        if (key.Verify(*statement, sig)) {
+          verified = true;
+          break;
+        }
+      }
+      if (!verified) {
+        problem(entry->officer,
+                "the " + entry->decision + " signature does not verify with " + entry->officer +
+                    "'s key in any given policy (" + std::to_string(keys->second.size()) +
+                    (keys->second.size() == 1 ? " key" : " keys") +
+                    " tried): the statement, digest or signature was altered, or it was "
+                    "signed with another key");
+        continue;
+      }
+    }
+    auto [known, inserted] = digests_.try_emplace(request_id, entry->request_digest);
+    if (!inserted && known->second != entry->request_digest) {
+      problem(entry->officer, "names request digest sha256:" + Hex(entry->request_digest) +
+                                  " but earlier approvals of " + request_id +
+                                  " name sha256:" + Hex(known->second));
+      continue;
+    }
+    if (keyring_) {
+      ++report_.valid;
+      ++ex.valid_signatures;
+    }
+  }
+  if (executed) report_.executed.push_back(std::move(ex));
+}
+
+ApprovalReport CheckApprovalEvidence(std::istream& in, const OfficerKeyring* keyring) {
+  ApprovalEvidenceChecker checker(keyring);
+  std::string line;
+  while (std::getline(in, line)) {
+    if (in.eof()) break;  // a torn last line is not a record
+    auto parsed = ParseLine(line);
+    if (parsed) checker.Add(*parsed);
+  }
+  return checker.report();
 }
 
 }  // namespace custos::service::audit

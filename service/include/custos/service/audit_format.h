@@ -49,6 +49,22 @@ struct RequestFields {
   std::vector<std::string> approvals;
 };
 
+// One entry of RequestFields::approvals, taken apart. Its text form is five
+// fields separated by one space (docs/audit.md, "Approvals"):
+//   <officer> <approve|deny> <YYYY-MM-DDTHH:MM:SSZ> sha256:<64 hex> <signature hex>
+struct ApprovalEntry {
+  std::string officer;   // the statement's officer id
+  std::string decision;  // "approve" | "deny"
+  std::string time;      // the statement's time, as signed
+  Hash request_digest{};
+  std::vector<std::uint8_t> signature;
+};
+std::string FormatApproval(const ApprovalEntry& entry);
+// Checks the shape only (five fields, decision, "sha256:" + 64 lowercase hex,
+// non-empty lowercase hex signature); the statement and signature are checked
+// by audit_verify.h. std::nullopt when the shape is wrong.
+std::optional<ApprovalEntry> ParseApproval(std::string_view text);
+
 // A checkpoint: the daemon's signature over (covers, covers_hash, time).
 struct CheckpointFields {
   std::uint64_t covers = 0;
