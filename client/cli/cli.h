@@ -23,9 +23,14 @@ enum ExitCode : int {
   kExitConnect = 3,
   kExitRefused = 4,
   kExitFile = 5,
+  // The server holds the operation for quorum approval (or `request wait`
+  // timed out while it was still pending).
+  kExitPending = 6,
 };
 
-// A failure that ends the command: printed as "custos: error: <message>".
+// A failure that ends the command: printed as "custos: error: <message>";
+// an empty message prints nothing (the command already reported, e.g. a
+// pending request on stdout).
 struct Failure {
   int exit_code;
   std::string message;
@@ -124,9 +129,21 @@ struct Invocation {
   std::string expires;   // keys create/rotate --expires DURATION
   std::string expiring;  // keys list --expiring DURATION
   bool check = false;    // keys list --check
+  std::string note;      // --note TEXT on state-changing commands
+  std::string wait;      // sign --wait DURATION
+  std::string state;     // request list --state S
+  std::string timeout;   // request wait --timeout DURATION
+  // Whether connection settings were given at all (config, env or flags).
+  bool configured = false;
 
-  // Connects on first use; a Failure carries exit code 2, 3 or 4.
+  // Connects on first use; a Failure carries exit code 2, 3 or 4. A
+  // PENDING_APPROVAL answer is reported on stdout (ReportPending) and becomes
+  // a Failure with exit code 6 and no message.
   std::optional<Failure> Call(custos::v1::Request request, custos::v1::Response* response);
+  // As Call, but PENDING_APPROVAL is not a failure: *pending says whether the
+  // response is one (then response->pending() describes the request).
+  std::optional<Failure> CallAllowPending(custos::v1::Request request,
+                                          custos::v1::Response* response, bool* pending);
 
  private:
   std::unique_ptr<client::Client> client_;
@@ -160,5 +177,34 @@ std::string KeyVersionJson(const custos::v1::KeyVersionInfo& v);
 std::optional<Failure> KeysRotate(Invocation& inv);
 // `action` is "disable", "enable", "destroy" or "mark-compromised".
 std::optional<Failure> KeysStateChange(Invocation& inv, std::string_view action);
+
+// --- Quorum requests (request_commands.cc) ---
+
+// Writes a sign result: the signature to inv.out and the usual line or JSON.
+std::optional<Failure> FinishSign(Invocation& inv, const custos::v1::SignResponse& result);
+// Reports a request held for approval on stdout: JSON (inv.json) or
+//   pending approval: rq-<id> (<summary>) needs <rule>: <t> of group <g>[, ...]
+//   follow it with `custos request wait rq-<id>`
+void ReportPending(const Invocation& inv, const custos::v1::PendingRequestInfo& info,
+                   const std::string& server_message);
+// Polls get_request until `id` leaves pending/approved/executing or
+// `timeout_seconds` pass; *info is the last answer. A timeout is a Failure
+// with kExitPending; denied/expired/invalidated/failed one with kExitRefused.
+std::optional<Failure> WaitForRequest(Invocation& inv, const std::string& id,
+                                      std::uint64_t timeout_seconds,
+                                      custos::v1::PendingRequestInfo* info);
+// The request as JSON (request show/list --json, pending reports).
+std::string PendingJson(const custos::v1::PendingRequestInfo& info);
+// "a/b": counted approvals (capped per rule at its threshold) of the sum of
+// thresholds.
+std::string ApprovalsText(const custos::v1::PendingRequestInfo& info);
+std::optional<Failure> RequestList(Invocation& inv);
+std::optional<Failure> RequestShow(Invocation& inv);
+std::optional<Failure> RequestWait(Invocation& inv);
+
+// --- Policy (policy_commands.cc) ---
+std::optional<Failure> PolicyShow(Invocation& inv);
+std::optional<Failure> PolicyCheck(Invocation& inv);
+std::optional<Failure> PolicyPropose(Invocation& inv);
 
 }  // namespace custos::cli

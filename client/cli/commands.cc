@@ -1,6 +1,7 @@
 #include <chrono>
 #include <cstdio>
 #include <ctime>
+#include <filesystem>
 #include <iostream>
 
 #include "cli.h"
@@ -100,7 +101,9 @@ void PrintKey(const v1::KeyInfo& k) {
   }
 }
 
-std::optional<Failure> Invocation::Call(v1::Request request, v1::Response* response) {
+std::optional<Failure> Invocation::CallAllowPending(v1::Request request, v1::Response* response,
+                                                    bool* pending) {
+  *pending = false;
   if (!client_) {
     auto connected = client::Client::Connect(config);
     if (!connected.ok()) {
@@ -115,9 +118,23 @@ std::optional<Failure> Invocation::Call(v1::Request request, v1::Response* respo
     const auto& e = result.error();
     return Failure{e.code() == ErrorCode::kInvalidConfig ? kExitUsage : kExitConnect, e.message()};
   }
-  if (result->status().code() != v1::OK)
+  const v1::StatusCode code = result->status().code();
+  if (code == v1::PENDING_APPROVAL && result->has_pending()) {
+    *pending = true;
+  } else if (code != v1::OK) {
     return Failure{kExitRefused, RefusalText(result->status())};
+  }
   *response = std::move(result).value();
+  return std::nullopt;
+}
+
+std::optional<Failure> Invocation::Call(v1::Request request, v1::Response* response) {
+  bool pending = false;
+  if (auto f = CallAllowPending(std::move(request), response, &pending)) return f;
+  if (pending) {
+    ReportPending(*this, response->pending(), response->status().message());
+    return Failure{kExitPending, ""};
+  }
   return std::nullopt;
 }
 
@@ -205,7 +222,8 @@ std::optional<Failure> KeysList(Invocation& inv) {
 std::optional<Failure> KeysCreate(Invocation& inv) {
   const char* usage =
       "custos keys create NAME --type ec-p256|ec-p384|rsa-2048|rsa-3072|rsa-4096|ed25519 "
-      "--usage code-signing|ca|ssh-ca|timestamping|audit [--expires DURATION] [--json]";
+      "--usage code-signing|ca|ssh-ca|timestamping|audit [--expires DURATION] [--note TEXT] "
+      "[--json]";
   if (auto f = NeedArgs(inv, 1, usage)) return f;
   if (inv.type.empty() || inv.usage.empty()) return Usage(std::string("usage: ") + usage);
   if (!IsKeyType(inv.type)) {
@@ -217,6 +235,7 @@ std::optional<Failure> KeysCreate(Invocation& inv) {
                  "': use code-signing, ca, ssh-ca, timestamping or audit");
   }
   v1::Request req;
+  req.set_note(inv.note);
   req.mutable_create_key()->set_name(inv.args[0]);
   req.mutable_create_key()->set_key_type(inv.type);
   req.mutable_create_key()->set_usage(inv.usage);
@@ -271,7 +290,9 @@ std::optional<Failure> KeysPubkey(Invocation& inv) {
 }
 
 std::optional<Failure> Sign(Invocation& inv) {
-  const char* usage = "custos sign --key NAME[@V] [--algorithm ALG] --in FILE --out SIG [--json]";
+  const char* usage =
+      "custos sign --key NAME[@V] [--algorithm ALG] --in FILE --out SIG [--wait DURATION] "
+      "[--note TEXT] [--json]";
   if (auto f = NeedArgs(inv, 0, usage)) return f;
   if (inv.key_name.empty() || inv.in.empty() || inv.out.empty()) {
     return Usage(std::string("usage: ") + usage);
@@ -287,9 +308,16 @@ std::optional<Failure> Sign(Invocation& inv) {
     return f;
   }
 
+  std::uint64_t wait_seconds = 0;
+  if (!inv.wait.empty()) {
+    if (auto f = ParseDuration(inv.wait, "wait", &wait_seconds)) return f;
+  }
+
   v1::Request req;
+  req.set_note(inv.note);
   auto* sign = req.mutable_sign();
   sign->set_key(inv.key_name);
+  sign->set_file_name(std::filesystem::path(inv.in).filename().string());
   sign->set_algorithm(alg->name);
   if (alg->family == SigFamily::kEd25519) {
     std::string message;
@@ -306,8 +334,27 @@ std::optional<Failure> Sign(Invocation& inv) {
     sign->set_digest(std::move(digest));
   }
   v1::Response resp;
-  if (auto f = inv.Call(req, &resp)) return f;
-  const auto& result = resp.sign();
+  bool pending = false;
+  if (auto f = inv.CallAllowPending(req, &resp, &pending)) return f;
+  if (!pending) return FinishSign(inv, resp.sign());
+  const v1::PendingRequestInfo& held = resp.pending();
+  if (wait_seconds == 0) {
+    ReportPending(inv, held, resp.status().message());
+    return Failure{kExitPending, ""};
+  }
+  std::fprintf(stderr, "custos: %s needs approval; waiting up to %s (%s approvals so far)\n",
+               held.id().c_str(), inv.wait.c_str(), ApprovalsText(held).c_str());
+  v1::PendingRequestInfo done;
+  if (auto f = WaitForRequest(inv, held.id(), wait_seconds, &done)) return f;
+  if (!done.has_result() || !done.result().has_sign()) {
+    return Failure{kExitRefused, "request " + held.id() +
+                                     " was executed but the server returned no signature "
+                                     "(only the requester receives it)"};
+  }
+  return FinishSign(inv, done.result().sign());
+}
+
+std::optional<Failure> FinishSign(Invocation& inv, const v1::SignResponse& result) {
   if (auto f = WriteFile(inv.out, result.signature())) return f;
   if (inv.json) {
     std::printf("%s\n", JsonObject()

@@ -71,9 +71,10 @@ std::string KeyVersionJson(const v1::KeyVersionInfo& v) {
 }
 
 std::optional<Failure> KeysRotate(Invocation& inv) {
-  const char* usage = "custos keys rotate NAME [--expires DURATION] [--json]";
+  const char* usage = "custos keys rotate NAME [--expires DURATION] [--note TEXT] [--json]";
   if (inv.args.size() != 1) return Failure{kExitUsage, std::string("usage: ") + usage};
   v1::Request req;
+  req.set_note(inv.note);
   auto* rotate = req.mutable_rotate_key();
   rotate->set_name(inv.args[0]);
   if (!inv.expires.empty()) {
@@ -99,9 +100,11 @@ std::optional<Failure> KeysRotate(Invocation& inv) {
 }
 
 std::optional<Failure> KeysStateChange(Invocation& inv, std::string_view action) {
-  const std::string usage = "custos keys " + std::string(action) + " NAME[@V] [--json]";
+  const std::string usage =
+      "custos keys " + std::string(action) + " NAME[@V] [--note TEXT] [--json]";
   if (inv.args.size() != 1) return Failure{kExitUsage, "usage: " + usage};
   v1::Request req;
+  req.set_note(inv.note);
   v1::KeyVersionRequest* target = nullptr;
   const v1::KeyInfo* (*result)(const v1::Response&) = nullptr;
   if (action == "disable") {

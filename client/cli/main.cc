@@ -20,24 +20,43 @@ Commands:
         one line per key version; --check compares with the token (TOKEN
         column, unknown token objects); --expiring lists only versions that
         expire within DURATION or have expired
-  keys create NAME --type TYPE --usage USAGE [--expires DURATION] [--json]
+  keys create NAME --type TYPE --usage USAGE [--expires DURATION] [--note TEXT] [--json]
         TYPE: ec-p256 ec-p384 rsa-2048 rsa-3072 rsa-4096 ed25519
         USAGE: code-signing ca ssh-ca timestamping audit
         DURATION: a number with a unit s, m, h or d (365d, 12h, 30s)
   keys show NAME [--json]
-  keys rotate NAME [--expires DURATION] [--json]
+  keys rotate NAME [--expires DURATION] [--note TEXT] [--json]
         makes version n+1 active; the previous active version is deactivated
   keys disable NAME[@V]                  active -> deactivated (verify only)
   keys enable NAME[@V]                   deactivated/pre-activation -> active
   keys mark-compromised NAME[@V]         never signs again
   keys destroy NAME[@V]                  deletes the token objects; final
         without @V: the active version, else the highest
+        (create, rotate, disable, enable, mark-compromised and destroy take
+        --note TEXT, shown to the officers when quorum approval is needed)
   keys pubkey NAME[@V] [--out FILE]      PEM SubjectPublicKeyInfo
-  sign --key NAME[@V] [--algorithm ALG] --in FILE --out SIG [--json]
+  sign --key NAME[@V] [--algorithm ALG] --in FILE --out SIG [--wait DURATION]
+       [--note TEXT] [--json]
+        --wait: when the key needs quorum approval, wait up to DURATION for
+        it and then write the signature; without --wait exit 6 with the id
   verify --key NAME[@V] [--algorithm ALG] --in FILE --sig SIG [--pubkey PEM] [--json]
   ping [--json]
   audit checkpoint [--out FILE] [--json]  latest signed audit checkpoint, to pin
                                           for custos-audit verify --checkpoint
+
+Quorum (operations that need officers' approval; docs/quorum.md):
+  request list [--state STATE|all] [--json]
+        your requests and, for an officer, those you may vote on (default:
+        pending); columns ID STATE OPERATION KEY REQUESTER APPROVALS EXPIRES
+  request show ID [--json]
+  request wait ID [--timeout DURATION] [--out FILE] [--json]
+        until executed (exit 0), denied/expired/invalidated/failed (exit 4)
+        or DURATION (default 10m) passes (exit 6); a sign request writes the
+        signature to --out
+  policy show [--out FILE] [--json]     the active policy (needs READ_POLICY)
+  policy check FILE [--json]            validates FILE offline; with a server,
+                                        prints the changes and the quorum needed
+  policy propose FILE [--note TEXT] [--json]
 
   ALG: ecdsa-p256-sha256 ecdsa-p384-sha384 rsa-pkcs1-sha256 rsa-pkcs1-sha384
        rsa-pkcs1-sha512 rsa-pss-sha256 rsa-pss-sha384 rsa-pss-sha512 ed25519
@@ -67,6 +86,9 @@ Exit codes:
   3  could not connect, TLS failed, or no response in time
   4  the server refused (shows status code, message, CKR name / policy rule)
   5  local file error
+  6  pending approval: the server holds the operation for quorum approval
+     (the request id is printed; see `custos request wait`), or request wait
+     timed out while it was still pending
 )";
 
 struct Settings {
@@ -100,22 +122,29 @@ struct Command {
 
 const Command kCommands[] = {
     {"keys list", {"check", "expiring"}},
-    {"keys create", {"type", "usage", "expires"}},
-    {"keys rotate", {"expires"}},
-    {"keys disable", {}},
-    {"keys enable", {}},
-    {"keys destroy", {}},
-    {"keys mark-compromised", {}},
+    {"keys create", {"type", "usage", "expires", "note"}},
+    {"keys rotate", {"expires", "note"}},
+    {"keys disable", {"note"}},
+    {"keys enable", {"note"}},
+    {"keys destroy", {"note"}},
+    {"keys mark-compromised", {"note"}},
     {"keys show", {}},
     {"keys pubkey", {"out"}},
-    {"sign", {"key", "algorithm", "in", "out"}},
+    {"sign", {"key", "algorithm", "in", "out", "wait", "note"}},
     {"verify", {"key", "algorithm", "in", "sig", "pubkey"}},
     {"ping", {}},
     {"audit checkpoint", {"out"}},
+    {"request list", {"state"}},
+    {"request show", {}},
+    {"request wait", {"timeout", "out"}},
+    {"policy show", {"out"}},
+    {"policy check", {}},
+    {"policy propose", {"note"}},
 };
 
 int Fail(const Failure& f) {
-  std::fprintf(stderr, "custos: error: %s\n", f.message.c_str());
+  std::fflush(stdout);
+  if (!f.message.empty()) std::fprintf(stderr, "custos: error: %s\n", f.message.c_str());
   return f.exit_code;
 }
 
@@ -178,9 +207,12 @@ int Run(int argc, char** argv) {
     }
     name += " " + command_args[1];
     words = 2;
-  } else if (name == "audit") {
+  } else if (name == "audit" || name == "request" || name == "policy") {
     if (command_args.size() < 2 || command_args[1][0] == '-') {
-      return UsageError("audit needs a subcommand: checkpoint");
+      const char* subcommands = name == "audit"     ? "checkpoint"
+                                : name == "request" ? "list, show or wait"
+                                                    : "show, check or propose";
+      return UsageError(name + " needs a subcommand: " + subcommands);
     }
     name += " " + command_args[1];
     words = 2;
@@ -198,7 +230,9 @@ int Run(int argc, char** argv) {
   local_desc.add_options()("type", po::value(&inv.type))("usage", po::value(&inv.usage))(
       "out", po::value(&inv.out))("algorithm", po::value(&inv.algorithm))("in", po::value(&inv.in))(
       "sig", po::value(&inv.sig))("pubkey", po::value(&inv.pubkey))("args", po::value(&inv.args))(
-      "expires", po::value(&inv.expires))("expiring", po::value(&inv.expiring))("check", "");
+      "expires", po::value(&inv.expires))("expiring", po::value(&inv.expiring))("check", "")(
+      "note", po::value(&inv.note))("wait", po::value(&inv.wait))("state", po::value(&inv.state))(
+      "timeout", po::value(&inv.timeout));
   po::positional_options_description positional;
   positional.add("args", -1);
   try {
@@ -244,6 +278,7 @@ int Run(int argc, char** argv) {
   }
   Apply(global, &inv.config);
   Apply(local, &inv.config);
+  inv.configured = !config_path.empty() || !inv.config.server.empty();
 
   std::optional<Failure> failure;
   int exit_code = kExitOk;
@@ -268,6 +303,18 @@ int Run(int argc, char** argv) {
     failure = Ping(inv);
   } else if (name == "audit checkpoint") {
     failure = AuditCheckpoint(inv);
+  } else if (name == "request list") {
+    failure = RequestList(inv);
+  } else if (name == "request show") {
+    failure = RequestShow(inv);
+  } else if (name == "request wait") {
+    failure = RequestWait(inv);
+  } else if (name == "policy show") {
+    failure = PolicyShow(inv);
+  } else if (name == "policy check") {
+    failure = PolicyCheck(inv);
+  } else if (name == "policy propose") {
+    failure = PolicyPropose(inv);
   }
   if (failure) return Fail(*failure);
   if (std::fflush(stdout) != 0) return Fail(Failure{kExitFile, "cannot write to standard output"});

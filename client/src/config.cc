@@ -95,14 +95,20 @@ Result<ClientConfig> LoadClientConfig(const std::string& path) {
   po::options_description desc;
   desc.add_options()("server", po::value(&config.server))("cert", po::value(&config.cert))(
       "key", po::value(&config.key))("ca", po::value(&config.ca))(
-      "server-name", po::value(&config.server_name))("timeout-ms", po::value(&timeout_ms));
+      "server-name", po::value(&config.server_name))("timeout-ms", po::value(&timeout_ms))(
+      "officer-id", po::value(&config.officer.id))("officer-key", po::value(&config.officer.key))(
+      "officer-pkcs11-module", po::value(&config.officer.pkcs11_module))(
+      "officer-pin-file", po::value(&config.officer.pin_file))(
+      "officer-passphrase-file", po::value(&config.officer.passphrase_file));
   po::variables_map vm;
   try {
     po::parsed_options parsed = po::parse_config_file(in, desc, /*allow_unregistered=*/true);
     for (const auto& option : parsed.options) {
       if (option.unregistered) {
         return ConfigError("client config " + path + ": unknown key '" + option.string_key +
-                           "' (known: server, cert, key, ca, server-name, timeout-ms)");
+                           "' (known: server, cert, key, ca, server-name, timeout-ms, officer-id, "
+                           "officer-key, officer-pkcs11-module, officer-pin-file, "
+                           "officer-passphrase-file)");
       }
     }
     po::store(parsed, vm);
@@ -118,6 +124,12 @@ Result<ClientConfig> LoadClientConfig(const std::string& path) {
   config.cert = ResolveRelative(base, config.cert);
   config.key = ResolveRelative(base, config.key);
   config.ca = ResolveRelative(base, config.ca);
+  if (!config.officer.key_is_pkcs11()) {
+    config.officer.key = ResolveRelative(base, config.officer.key);
+  }
+  config.officer.pkcs11_module = ResolveRelative(base, config.officer.pkcs11_module);
+  config.officer.pin_file = ResolveRelative(base, config.officer.pin_file);
+  config.officer.passphrase_file = ResolveRelative(base, config.officer.passphrase_file);
   return config;
 }
 

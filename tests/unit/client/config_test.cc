@@ -1,11 +1,15 @@
 #include "custos/client/config.h"
 
+#include <sys/stat.h>
+
 #include <gtest/gtest.h>
 #include <unistd.h>
 
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+
+#include "custos/client/officer_signer.h"
 
 namespace custos::client {
 namespace {
@@ -66,6 +70,95 @@ TEST_F(ConfigTest, ErrorsNameTheProblem) {
     EXPECT_NE(config.error().message().find(c.expected_in_message), std::string::npos)
         << c.text << " -> " << config.error().message();
   }
+}
+
+TEST_F(ConfigTest, OfficerKeysResolveRelativeToTheFile) {
+  const std::string path = Write("alice.conf",
+                                 "server = 127.0.0.1:7443\n"
+                                 "cert = alice-tls.crt\nkey = alice-tls.key\nca = ../pki/ca.crt\n"
+                                 "officer-id = alice\n"
+                                 "officer-key = alice.key\n"
+                                 "officer-passphrase-file = secrets/alice.pass\n"
+                                 "officer-pin-file = /abs/alice.pin\n"
+                                 "officer-pkcs11-module = lib/module.so\n");
+  auto config = LoadClientConfig(path);
+  ASSERT_TRUE(config.ok()) << config.error().message();
+  EXPECT_EQ(config->officer.id, "alice");
+  EXPECT_EQ(config->officer.key, dir_ + "/alice.key");
+  EXPECT_FALSE(config->officer.key_is_pkcs11());
+  EXPECT_EQ(config->officer.passphrase_file, dir_ + "/secrets/alice.pass");
+  EXPECT_EQ(config->officer.pin_file, "/abs/alice.pin");
+  EXPECT_EQ(config->officer.pkcs11_module, dir_ + "/lib/module.so");
+  // The connection settings are unaffected.
+  EXPECT_EQ(config->key, dir_ + "/alice-tls.key");
+  EXPECT_TRUE(ValidateClientConfig(*config).ok());
+}
+
+TEST_F(ConfigTest, OfficerPkcs11UriIsKeptAsWritten) {
+  auto config = LoadClientConfig(Write(
+      "dave.conf", "officer-id = dave\nofficer-key = pkcs11:token=officer-dave;object=dave\n"));
+  ASSERT_TRUE(config.ok()) << config.error().message();
+  EXPECT_EQ(config->officer.key, "pkcs11:token=officer-dave;object=dave");
+  EXPECT_TRUE(config->officer.key_is_pkcs11());
+  EXPECT_TRUE(config->officer.pin_file.empty());
+  EXPECT_TRUE(config->officer.pkcs11_module.empty());
+}
+
+TEST_F(ConfigTest, WithoutOfficerKeysTheOfficerSettingsAreEmpty) {
+  auto config = LoadClientConfig(Write("builder.conf", "server = a:1\n"));
+  ASSERT_TRUE(config.ok()) << config.error().message();
+  EXPECT_TRUE(config->officer.id.empty());
+  EXPECT_TRUE(config->officer.key.empty());
+  EXPECT_TRUE(config->officer.pin_file.empty());
+  EXPECT_TRUE(config->officer.passphrase_file.empty());
+}
+
+TEST_F(ConfigTest, UnknownKeyListsTheOfficerKeys) {
+  auto config = LoadClientConfig(Write("c.conf", "officer-pin = 1234\n"));
+  ASSERT_FALSE(config.ok());
+  EXPECT_NE(config.error().message().find("unknown key 'officer-pin'"), std::string::npos)
+      << config.error().message();
+  EXPECT_NE(config.error().message().find("officer-pin-file"), std::string::npos);
+}
+
+TEST_F(ConfigTest, SecretFileReadsTheFirstLine) {
+  const std::string path = Write("pin", "123456\r\nsecond line\n");
+  ASSERT_EQ(::chmod(path.c_str(), 0600), 0);
+  auto secret = ReadSecretFile(path, "officer-pin-file");
+  ASSERT_TRUE(secret.ok()) << secret.error().message();
+  EXPECT_STREQ(secret->Reveal(), "123456");
+  EXPECT_EQ(secret->size(), 6u);
+
+  const std::string bare = Write("bare", "no newline at the end");
+  ASSERT_EQ(::chmod(bare.c_str(), 0400), 0);
+  auto b = ReadSecretFile(bare, "officer-passphrase-file");
+  ASSERT_TRUE(b.ok()) << b.error().message();
+  EXPECT_STREQ(b->Reveal(), "no newline at the end");
+}
+
+TEST_F(ConfigTest, SecretFileRefusesLooseModesAndEmptyFiles) {
+  const std::string path = Write("pin", "123456\n");
+  for (mode_t mode : {0644, 0640, 0604, 0660, 0602}) {
+    ASSERT_EQ(::chmod(path.c_str(), mode), 0);
+    auto secret = ReadSecretFile(path, "officer-pin-file");
+    ASSERT_FALSE(secret.ok()) << std::oct << mode;
+    EXPECT_EQ(secret.error().code(), ErrorCode::kInvalidConfig);
+    const std::string& m = secret.error().message();
+    EXPECT_NE(m.find("officer-pin-file " + path), std::string::npos) << m;
+    EXPECT_NE(m.find("chmod 600"), std::string::npos) << m;
+    EXPECT_EQ(m.find("123456"), std::string::npos) << "the secret must not be in messages: " << m;
+  }
+  const std::string empty = Write("empty", "\nsecret on line two\n");
+  ASSERT_EQ(::chmod(empty.c_str(), 0600), 0);
+  auto e = ReadSecretFile(empty, "officer-pin-file");
+  ASSERT_FALSE(e.ok());
+  EXPECT_NE(e.error().message().find("empty"), std::string::npos) << e.error().message();
+  EXPECT_EQ(e.error().message().find("secret on line two"), std::string::npos);
+
+  auto missing = ReadSecretFile(dir_ + "/nope", "officer-pin-file");
+  ASSERT_FALSE(missing.ok());
+  EXPECT_NE(missing.error().message().find("cannot open"), std::string::npos);
+  EXPECT_FALSE(ReadSecretFile(dir_, "officer-pin-file").ok());
 }
 
 TEST_F(ConfigTest, MissingFile) {

@@ -10,6 +10,26 @@
 
 namespace custos::client {
 
+// The security officer's settings, used only by custos-officer (the custos CLI
+// ignores them). docs/quorum.md, "The officer console".
+struct OfficerConfig {
+  // The officer's id in the policy (`officer { id: ... }`), as it appears in
+  // approval statements.
+  std::string id;
+  // The approval key: a PEM file path (made absolute), or an RFC 7512
+  // "pkcs11:" URI (kept as written).
+  std::string key;
+  // PKCS#11 module for a pkcs11: key; empty uses the URI's module-path.
+  std::string pkcs11_module;
+  // Files holding the token PIN / the PEM passphrase (first line). They must
+  // not be readable by group or others; ReadSecretFile() checks that.
+  std::string pin_file;
+  std::string passphrase_file;
+
+  // True when `key` is a PKCS#11 URI.
+  bool key_is_pkcs11() const { return key.rfind("pkcs11:", 0) == 0; }
+};
+
 struct ClientConfig {
   // "host:port", "1.2.3.4:port" or "[::1]:port".
   std::string server;
@@ -33,12 +53,16 @@ struct ClientConfig {
   int retries = 3;
   std::chrono::milliseconds backoff_initial{100};
   std::chrono::milliseconds backoff_max{2000};
+  // officer-* keys; empty unless the file sets them.
+  OfficerConfig officer;
 };
 
 // Reads an INI file with the keys server, cert, key, ca, server-name and
-// timeout-ms (the default request deadline). Relative paths are taken relative
-// to the file's directory. An unknown key, an unreadable file or a bad value is
-// an Error (kInvalidConfig) whose message names the file and the key.
+// timeout-ms (the default request deadline), and the officer keys officer-id,
+// officer-key, officer-pkcs11-module, officer-pin-file and
+// officer-passphrase-file. Relative paths are taken relative to the file's
+// directory (officer-key only when it is not a pkcs11: URI). An unknown key, an unreadable file or
+// a bad value is an Error (kInvalidConfig) whose message names the file and the key.
 Result<ClientConfig> LoadClientConfig(const std::string& path);
 
 // Checks that the settings needed to connect are present and well-formed.

@@ -45,6 +45,13 @@ class SecretText {
 // Returning std::nullopt cancels the operation (ErrorCode::kCancelled).
 using SecretSource = std::function<std::optional<SecretText>(std::string_view prompt)>;
 
+// Reads a PIN or passphrase file: its first line, without the line end
+// ("\n" or "\r\n"). The file must be a regular file that group and others
+// can neither read nor write (mode 0600 or 0400), else kInvalidConfig with a
+// message naming the file, its mode and the fix. `what` names the secret in
+// messages ("officer-pin-file"). An empty first line is an error too.
+Result<SecretText> ReadSecretFile(const std::string& path, std::string_view what);
+
 // Signs approval statements with an officer key. Not thread-safe: one console,
 // one officer. Move-only; the destructor releases the key, logs out of the
 // token and unloads the PKCS#11 module.
