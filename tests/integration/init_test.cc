@@ -1,9 +1,16 @@
-// custos-init dev: what it makes, and that it never overwrites a deployment.
+// custos-init dev: what it makes, that it never overwrites a deployment, and
+// that its starter policy holds the quorum rules the issue names (parsed with
+// the policy code custosd uses).
 #include <gtest/gtest.h>
 #include <sys/stat.h>
 
 #include <string>
+#include <variant>
+#include <vector>
 
+#include "custos/policy/approval.h"
+#include "custos/policy/policy.h"
+#include "custos/policy/quorum.h"
 #include "harness.h"
 
 namespace custos::testing {
@@ -58,6 +65,128 @@ TEST(CustosInit, RefusesAPinFileOthersCanRead) {
   ASSERT_EQ(chmod((d.dir() + "/secrets/user.pin").c_str(), 0644), 0);
   EXPECT_FALSE(d.Start());
   EXPECT_NE(d.log().find("chmod"), std::string::npos) << d.log();
+}
+
+// The starter policy: 2 of alice, bob and carol for creating ca/ssh-ca keys,
+// destroying any key, changing policy or officers, issuing CA certificates
+// and signing with release-* keys; nothing else needs a quorum.
+TEST(CustosInit, StarterPolicyRequiresTwoOfThreeOfficers) {
+  Deployment d;
+  const std::string text = ReadFile(d.dir() + "/policy.txtpb");
+  auto parsed = policy::Policy::Parse(text);
+  ASSERT_TRUE(std::holds_alternative<policy::Policy>(parsed))
+      << std::get<policy::ParseError>(parsed).ToString("policy.txtpb");
+  const policy::Policy& p = std::get<policy::Policy>(parsed);
+  EXPECT_EQ(p.version(), 1u);
+  const policy::QuorumPolicy q(p);
+
+  // Officers with the public keys custos-init wrote beside their private keys.
+  ASSERT_EQ(q.officers().size(), 3u);
+  for (const char* id : {"alice", "bob", "carol"}) {
+    const policy::Officer* o = q.FindOfficer(id);
+    ASSERT_NE(o, nullptr) << id;
+    EXPECT_EQ(o->groups, std::vector<std::string>{"officers"});
+    auto pub = policy::OfficerPublicKey::Parse(ReadFile(d.dir() + "/officers/" + id + ".pub"));
+    ASSERT_TRUE(std::holds_alternative<policy::OfficerPublicKey>(pub)) << id;
+    EXPECT_EQ(o->public_key.Fingerprint(), std::get<policy::OfficerPublicKey>(pub).Fingerprint())
+        << id;
+    EXPECT_EQ(q.OfficersOfPrincipal("spiffe://dev.custos.test/officer/" + std::string(id)),
+              std::vector<std::string>{id});
+    // Each officer's client config names that officer's approval key.
+    const std::string conf = ReadFile(d.officer_conf(id));
+    EXPECT_NE(conf.find("\nofficer-id = " + std::string(id) + "\n"), std::string::npos) << conf;
+    EXPECT_NE(conf.find("\nofficer-key = " + d.dir() + "/officers/" + id + ".key\n"),
+              std::string::npos)
+        << conf;
+  }
+  EXPECT_EQ(q.max_statement_skew(), std::chrono::seconds(300));
+
+  using Op = policy::QuorumOperation;
+  auto quorum = [&q](Op op, const std::string& key, const std::string& usage,
+                     const std::string& profile = "") {
+    policy::QuorumQuery query;
+    query.operation = op;
+    query.key_name = key;
+    query.key_usage = usage;
+    query.profile = profile;
+    return q.QuorumFor(query);
+  };
+  auto expect_two_officers = [](const std::vector<policy::QuorumRequirement>& reqs,
+                                const std::string& rule) {
+    ASSERT_EQ(reqs.size(), 1u) << rule;
+    EXPECT_EQ(reqs[0].rule, rule);
+    EXPECT_EQ(reqs[0].group, "officers");
+    EXPECT_EQ(reqs[0].threshold, 2u);
+    EXPECT_TRUE(reqs[0].deny_rejects);
+    EXPECT_EQ(reqs[0].expiry, std::chrono::seconds(86400));
+  };
+  // KEY_CREATE: ca and ssh-ca keys only.
+  expect_two_officers(quorum(Op::kKeyCreate, "root-ca", "ca"), "ca-key-creation");
+  expect_two_officers(quorum(Op::kKeyCreate, "host-ca", "ssh-ca"), "ca-key-creation");
+  EXPECT_TRUE(quorum(Op::kKeyCreate, "release-app", "code-signing").empty());
+  EXPECT_TRUE(quorum(Op::kKeyCreate, "tsa", "timestamping").empty());
+  // KEY_DESTROY: any key.
+  expect_two_officers(quorum(Op::kKeyDestroy, "demo", "code-signing"), "key-destruction");
+  expect_two_officers(quorum(Op::kKeyDestroy, "root-ca", "ca"), "key-destruction");
+  // KEY_STATE_CHANGE: no rule.
+  EXPECT_TRUE(quorum(Op::kKeyStateChange, "demo", "code-signing").empty());
+  EXPECT_TRUE(quorum(Op::kKeyStateChange, "release-app", "code-signing").empty());
+  // POLICY_CHANGE and OFFICER_CHANGE.
+  expect_two_officers(quorum(Op::kPolicyChange, "", ""), "policy-change");
+  expect_two_officers(quorum(Op::kOfficerChange, "", ""), "officer-change");
+  // CERT_ISSUE: any profile.
+  expect_two_officers(quorum(Op::kCertIssue, "", "", "server-tls"), "ca-issuance");
+  // SIGN: release-* keys only.
+  expect_two_officers(quorum(Op::kSign, "release-demo", "code-signing"), "release-signing");
+  EXPECT_TRUE(quorum(Op::kSign, "demo", "code-signing").empty());
+  EXPECT_TRUE(quorum(Op::kSign, "prerelease-demo", "code-signing").empty());
+
+  // Admin may read and propose policy; builder, issuer and officers may not.
+  EXPECT_TRUE(
+      p.CheckAdmin("spiffe://dev.custos.test/admin", policy::AdminOperation::kReadPolicy).allowed);
+  EXPECT_TRUE(p.CheckAdmin("spiffe://dev.custos.test/admin", policy::AdminOperation::kProposePolicy)
+                  .allowed);
+  for (const char* who : {"spiffe://dev.custos.test/builder", "spiffe://dev.custos.test/issuer",
+                          "spiffe://dev.custos.test/officer/alice"}) {
+    EXPECT_FALSE(p.CheckAdmin(who, policy::AdminOperation::kProposePolicy).allowed) << who;
+  }
+  // Officers are bound to role "officer", which has no key rules.
+  EXPECT_EQ(p.RolesOf("spiffe://dev.custos.test/officer/bob"), std::vector<std::string>{"officer"});
+  policy::KeyRequest read;
+  read.principal = "spiffe://dev.custos.test/officer/bob";
+  read.operation = policy::Operation::kRead;
+  read.key_name = "demo";
+  read.key_usage = "code-signing";
+  EXPECT_FALSE(p.Check(read).allowed);
+  // The existing least-privilege rules are unchanged.
+  policy::KeyRequest sign;
+  sign.principal = "spiffe://dev.custos.test/builder";
+  sign.operation = policy::Operation::kSign;
+  sign.key_name = "release-demo";
+  sign.key_usage = "code-signing";
+  sign.algorithm = "ecdsa-p256-sha256";
+  EXPECT_TRUE(p.Check(sign).allowed);
+  sign.key_usage = "ca";
+  EXPECT_FALSE(p.Check(sign).allowed);
+}
+
+TEST(CustosInit, PrintsThePlainAndTheQuorumDemo) {
+  TempDir tmp;
+  const std::string dir = tmp.path() + "/dev";
+  CommandResult r = Exec({BinPath("custos-init"), "dev", "--dir", dir, "--port", "7999"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  const std::vector<std::string> lines = {
+      "custosd --config " + dir + "/custosd.conf",
+      "clients/admin.conf keys create demo --type ec-p256 --usage code-signing",
+      "clients/builder.conf sign --key demo --in FILE --out FILE.sig",
+      "clients/admin.conf keys create release-demo --type ec-p256 --usage code-signing",
+      "clients/builder.conf sign --key release-demo --in FILE --out FILE.sig",
+      "custos-officer --config " + dir + "/officers/alice.conf approve ID",
+      "custos-officer --config " + dir + "/officers/bob.conf approve ID",
+      "clients/builder.conf request wait ID --out FILE.sig"};
+  for (const std::string& line : lines) {
+    EXPECT_NE(r.out.find(line), std::string::npos) << "missing \"" << line << "\" in\n" << r.out;
+  }
 }
 
 }  // namespace

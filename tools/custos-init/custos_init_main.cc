@@ -4,8 +4,9 @@
 //
 // makes a complete local deployment for development, demos and tests: a
 // SoftHSM token under DIR, a dev PKI for mutual TLS, officer key pairs, a
-// least-privilege starter policy, DIR/custosd.conf and one client config per
-// client and officer. It refuses to touch a DIR that already has content.
+// least-privilege starter policy with 2-of-3 officer quorum rules,
+// DIR/custosd.conf and one client config per client and officer. It refuses
+// to touch a DIR that already has content.
 #include <fcntl.h>
 #include <openssl/rand.h>
 #include <sys/stat.h>
@@ -86,22 +87,64 @@ std::string PinText(const pkcs11::SecretBytes& pin) {
   return std::string(reinterpret_cast<const char*>(pin.data()), pin.size());
 }
 
-std::string StarterPolicy() {
+// One officer of the dev deployment: id, display name and the PEM public key
+// of the approval key custos-init generated for it.
+struct DevOfficer {
+  std::string id;
+  std::string name;
+  std::string public_key_pem;
+};
+
+// A Protobuf text-format string literal for `text`, split after each "\n"
+// into adjacent literals (text format concatenates them), indented by
+// `indent`. PEM holds only base64, '-' and ' ', so no other escaping is due.
+std::string TextLiteralLines(const std::string& text, const std::string& indent) {
+  std::string out;
+  std::size_t at = 0;
+  while (at < text.size()) {
+    std::size_t nl = text.find('\n', at);
+    const std::size_t end = nl == std::string::npos ? text.size() : nl;
+    out +=
+        indent + "\"" + text.substr(at, end - at) + (nl == std::string::npos ? "" : "\\n") + "\"\n";
+    at = end + 1;
+  }
+  return out;
+}
+
+std::string StarterPolicy(const std::vector<DevOfficer>& officers) {
   const std::string td = kTrustDomain;
   std::string text =
-      "# Custos starter policy written by custos-init dev. Schema: docs/policy.md.\n"
-      "# Least privilege: admin manages keys, builder signs with code-signing keys,\n"
-      "# issuer gets nothing yet (CA profiles come later), officers nothing until\n"
-      "# quorum exists. Anything not allowed here is denied.\n"
+      "# Custos starter policy written by custos-init dev. Schema: docs/policy.md;\n"
+      "# quorum: docs/quorum.md. Anything not allowed here is denied.\n"
+      "#\n"
+      "# Least privilege: admin manages keys and proposes policy changes, builder\n"
+      "# signs with code-signing keys, issuer gets nothing yet (CA profiles come\n"
+      "# later), officers vote on pending requests. Sensitive operations need 2 of\n"
+      "# the 3 dev officers (alice, bob, carol): creating a ca or ssh-ca key,\n"
+      "# destroying any key, changing policy or officers, issuing a CA certificate,\n"
+      "# and signing with any key whose name starts with release-.\n"
+      "#\n"
+      "# This policy has a POLICY_CHANGE quorum rule, so once custosd has imported\n"
+      "# it, edits to this file are ignored: change policy with\n"
+      "#   custos policy propose FILE   (version must be higher; officers approve)\n"
       "version: 1\n\n"
       "role { name: \"admin\" description: \"Key administrators\" }\n"
       "role { name: \"builder\" description: \"Build pipelines that sign artifacts\" }\n"
-      "role { name: \"issuer\" description: \"Certificate issuers; CA profiles come later\" }\n\n";
+      "role { name: \"issuer\" description: \"Certificate issuers; CA profiles come later\" }\n"
+      "role { name: \"officer\" description: \"Security officers who vote on pending requests\" "
+      "}\n\n";
   for (const char* role : {"admin", "builder", "issuer"}) {
     text += "binding { principal: \"" + td + "/" + role + "\" roles: \"" + role + "\" }\n";
   }
   text +=
-      "\nkey_rule {\n"
+      "\n# Officers connect with their own TLS certificates to list, show and vote\n"
+      "# on requests; the role has no key rules, so they cannot use keys.\n"
+      "binding { principal: \"" +
+      td + "/officer/*\" roles: \"officer\" }\n";
+  text +=
+      "\n# Admins may do every key operation; quorum rules below still hold some of\n"
+      "# them (ca/ssh-ca key creation, destruction) until officers approve.\n"
+      "key_rule {\n"
       "  name: \"admins-manage-keys\"\n"
       "  roles: \"admin\"\n"
       "  operations: [CREATE, READ, ROTATE, DISABLE, ENABLE, DESTROY, MARK_COMPROMISED]\n"
@@ -109,6 +152,7 @@ std::string StarterPolicy() {
       "  usages: \"*\"\n"
       "  algorithms: \"*\"\n"
       "}\n\n"
+      "# Builders sign with code-signing keys; release-* keys only with quorum.\n"
       "key_rule {\n"
       "  name: \"builders-sign-code\"\n"
       "  roles: \"builder\"\n"
@@ -126,6 +170,90 @@ std::string StarterPolicy() {
       "  keys: \"audit\"\n"
       "  usages: \"audit\"\n"
       "  algorithms: \"*\"\n"
+      "}\n\n"
+      "# Admins may read the active policy (custos policy show) and propose a new\n"
+      "# one (custos policy propose); the change itself needs the officers' quorum.\n"
+      "admin_rule {\n"
+      "  name: \"admins-manage-policy\"\n"
+      "  roles: \"admin\"\n"
+      "  operations: [READ_POLICY, PROPOSE_POLICY]\n"
+      "}\n\n"
+      "# The security officers. Each approval is a signature by the officer's own\n"
+      "# key (DIR/officers/<id>.key here; a smart card in production) over the\n"
+      "# statement of docs/quorum.md; custosd verifies it with the public key below.\n";
+  for (const DevOfficer& o : officers) {
+    text += "officer {\n  id: \"" + o.id + "\"\n  name: \"" + o.name +
+            "\"\n  groups: \"officers\"\n  principals: \"" + td + "/officer/" + o.id +
+            "\"\n  public_key:\n" + TextLiteralLines(o.public_key_pem, "    ") + "}\n";
+  }
+  text +=
+      "\n# How long a pending request waits for approvals (a rule may set its own\n"
+      "# expiry_seconds), and how far an approval's time may be from custosd's clock.\n"
+      "quorum_settings {\n"
+      "  default_expiry_seconds: 86400\n"
+      "  max_statement_skew_seconds: 300\n"
+      "}\n\n"
+      "# Quorum rules: 2 approvals from group \"officers\"; a single denial by an\n"
+      "# officer of the group rejects the request (deny_rejects).\n\n"
+      "# A CA key (usage ca or ssh-ca) is generated at once but stays\n"
+      "# pre-activation until two officers approve; denied or expired, it is destroyed.\n"
+      "# Rotating such a key and enabling a pre-activation version count as creation.\n"
+      "quorum_rule {\n"
+      "  name: \"ca-key-creation\"\n"
+      "  operation: KEY_CREATE\n"
+      "  keys: \"*\"\n"
+      "  usages: [\"ca\", \"ssh-ca\"]\n"
+      "  group: \"officers\"\n"
+      "  threshold: 2\n"
+      "  deny_rejects: true\n"
+      "}\n\n"
+      "# Destroying any version of any key.\n"
+      "quorum_rule {\n"
+      "  name: \"key-destruction\"\n"
+      "  operation: KEY_DESTROY\n"
+      "  keys: \"*\"\n"
+      "  usages: \"*\"\n"
+      "  group: \"officers\"\n"
+      "  threshold: 2\n"
+      "  deny_rejects: true\n"
+      "}\n\n"
+      "# Any change of the active policy (custos policy propose).\n"
+      "quorum_rule {\n"
+      "  name: \"policy-change\"\n"
+      "  operation: POLICY_CHANGE\n"
+      "  group: \"officers\"\n"
+      "  threshold: 2\n"
+      "  deny_rejects: true\n"
+      "}\n\n"
+      "# A policy change that adds, removes or alters an officer (id, name, groups,\n"
+      "# principals or key) needs this rule as well as policy-change.\n"
+      "quorum_rule {\n"
+      "  name: \"officer-change\"\n"
+      "  operation: OFFICER_CHANGE\n"
+      "  group: \"officers\"\n"
+      "  threshold: 2\n"
+      "  deny_rejects: true\n"
+      "}\n\n"
+      "# Issuing a certificate under any CA profile (takes effect once the CA\n"
+      "# back-end exists).\n"
+      "quorum_rule {\n"
+      "  name: \"ca-issuance\"\n"
+      "  operation: CERT_ISSUE\n"
+      "  profiles: \"*\"\n"
+      "  group: \"officers\"\n"
+      "  threshold: 2\n"
+      "  deny_rejects: true\n"
+      "}\n\n"
+      "# Signing with a release-* key: the signature is made and released only\n"
+      "# after two officers approved exactly the digest the builder sent.\n"
+      "quorum_rule {\n"
+      "  name: \"release-signing\"\n"
+      "  operation: SIGN\n"
+      "  keys: \"release-*\"\n"
+      "  usages: \"*\"\n"
+      "  group: \"officers\"\n"
+      "  threshold: 2\n"
+      "  deny_rejects: true\n"
       "}\n";
   return text;
 }
@@ -302,33 +430,52 @@ int RunDev(const Layout& l) {
     WriteNewFile(base.string() + ".conf", ClientConfig(l, base.string()), 0644);
   }
 
-  // Officers: an approval key pair each (used by the quorum console) and a
-  // TLS client certificate to reach custosd.
+  // Officers: an approval key pair each (used by custos-officer to sign
+  // approval statements), registered in the policy, and a TLS client
+  // certificate to reach custosd. Their client config names the approval key.
+  std::vector<DevOfficer> officers;
   for (const char* officer : {"alice", "bob", "carol"}) {
     const fs::path base = l.dir / "officers" / officer;
     UniquePkey approval = NewP256Key();
+    const std::string public_pem = PublicKeyToPem(approval.get());
     WriteNewFile(base.string() + ".key", KeyToPem(approval.get()), 0600);
-    WriteNewFile(base.string() + ".pub", PublicKeyToPem(approval.get()), 0644);
+    WriteNewFile(base.string() + ".pub", public_pem, 0644);
     Issued tls =
         MakeLeaf(ca, ClientSpec(officer, std::string(kTrustDomain) + "/officer/" + officer));
     WriteIssued(tls, base.string() + "-tls");
-    WriteNewFile(base.string() + ".conf", ClientConfig(l, base.string() + "-tls"), 0644);
+    WriteNewFile(base.string() + ".conf",
+                 ClientConfig(l, base.string() + "-tls") +
+                     "# The officer's approval key (custos-officer signs statements with it).\n"
+                     "officer-id = " +
+                     officer + "\nofficer-key = " + base.string() + ".key\n",
+                 0644);
+    std::string name = officer;
+    name[0] = static_cast<char>(name[0] - 'a' + 'A');
+    officers.push_back(DevOfficer{officer, name + " (dev officer)", public_pem});
   }
 
-  WriteNewFile(l.dir / "policy.txtpb", StarterPolicy(), 0644);
+  WriteNewFile(l.dir / "policy.txtpb", StarterPolicy(officers), 0644);
   WriteNewFile(l.dir / "custosd.conf", DaemonConfig(l), 0600);
 
   const std::string d = l.dir.string();
+  const std::string admin = "  custos --config " + d + "/clients/admin.conf ";
+  const std::string builder = "  custos --config " + d + "/clients/builder.conf ";
   std::cout << "custos-init: dev deployment ready in " << d << "\n\n"
             << "Start the daemon:\n"
             << "  custosd --config " << d << "/custosd.conf\n\n"
             << "Then, from another terminal, create a key as admin and sign as builder:\n"
-            << "  custos --config " << d
-            << "/clients/admin.conf keys create release-demo --type ec-p256 --usage code-signing\n"
-            << "  custos --config " << d
-            << "/clients/builder.conf sign --key release-demo --in FILE --out FILE.sig\n"
-            << "  custos --config " << d
-            << "/clients/builder.conf verify --key release-demo --in FILE --sig FILE.sig\n\n"
+            << admin << "keys create demo --type ec-p256 --usage code-signing\n"
+            << builder << "sign --key demo --in FILE --out FILE.sig\n"
+            << builder << "verify --key demo --in FILE --sig FILE.sig\n\n"
+            << "Quorum: signing with a release-* key needs 2 of the officers alice, bob, carol\n"
+            << "(docs/quorum.md). sign answers with a pending request id (exit code 6):\n"
+            << admin << "keys create release-demo --type ec-p256 --usage code-signing\n"
+            << builder << "sign --key release-demo --in FILE --out FILE.sig\n"
+            << "  custos-officer --config " << d << "/officers/alice.conf show ID\n"
+            << "  custos-officer --config " << d << "/officers/alice.conf approve ID\n"
+            << "  custos-officer --config " << d << "/officers/bob.conf approve ID\n"
+            << builder << "request wait ID --out FILE.sig\n"
+            << builder << "verify --key release-demo --in FILE --sig FILE.sig\n\n"
             << "Inspect the token (private keys are sensitive, not extractable):\n"
             << "  SOFTHSM2_CONF=" << d << "/softhsm2.conf pkcs11-tool --module " << l.module
             << " --token-label " << kTokenLabel << " --login --pin \"$(cat " << d
