@@ -112,6 +112,8 @@ std::span<const std::uint8_t> Bytes(const std::string& s) {
 
 std::int64_t Now() { return static_cast<std::int64_t>(std::time(nullptr)); }
 
+std::span<const std::string_view> Usages() { return kUsages; }
+
 std::string VersionKey(std::string_view name, std::uint32_t version) {
   return std::string(name) + "@" + std::to_string(version);
 }
@@ -130,14 +132,6 @@ Operation OperationOf(KeyAction action) {
   return Operation::kDestroy;
 }
 
-}  // namespace core_internal
-
-using namespace core_internal;
-
-namespace {
-
-// Checks the digest or message of one signing input against the algorithm
-// and limits; returns the bytes to hand to the token, or fills `error`.
 bool CheckInput(pkcs11::SignAlgorithm alg, const std::string& digest, const std::string& message,
                 std::size_t max_message, std::span<const std::uint8_t>* input, std::string* error) {
   const auto name = pkcs11::SignAlgorithmName(alg);
@@ -175,27 +169,97 @@ bool CheckInput(pkcs11::SignAlgorithm alg, const std::string& digest, const std:
   return true;
 }
 
-}  // namespace
+}  // namespace core_internal
+
+using namespace core_internal;
 
 SigningCore::SigningCore(std::unique_ptr<pkcs11::Token> token, policy::Policy policy,
                          std::unique_ptr<KeyStore> store, CoreLimits limits, Logger& logger)
     : token_(std::move(token)),
-      policy_(std::move(policy)),
       store_(std::move(store)),
-      limits_(limits),
-      logger_(logger) {}
+      limits_(std::move(limits)),
+      logger_(logger),
+      policy_(std::make_shared<const policy::Policy>(std::move(policy))) {}
 
-SigningCore::~SigningCore() = default;
+SigningCore::~SigningCore() {
+  {
+    std::lock_guard<std::mutex> lock(sweeper_mu_);
+    stopping_ = true;
+  }
+  sweeper_cv_.notify_all();
+  if (sweeper_.joinable()) sweeper_.join();
+}
 
 Result<std::unique_ptr<SigningCore>> SigningCore::Create(std::unique_ptr<pkcs11::Token> token,
                                                          policy::Policy policy,
+                                                         std::string policy_text,
                                                          std::unique_ptr<KeyStore> store,
                                                          CoreLimits limits, Logger& logger) {
   if (!token || !store) return Error{"signing core needs a token and a key store"};
   auto records = store->LoadAll();
   if (!records) return Error{records.error()};
-  std::unique_ptr<SigningCore> core(
-      new SigningCore(std::move(token), std::move(policy), std::move(store), limits, logger));
+  auto active = store->ActivePolicy();
+  if (!active) return Error{active.error()};
+  // The policy in force: the store's active one, or the file (docs/quorum.md).
+  std::vector<audit::RequestFields> startup_records;
+  const std::string file_sha = Sha256Hex(Bytes(policy_text));
+  auto import = [&](std::string_view request_id) -> Result<void> {
+    PolicyRecord rec;
+    rec.version = policy.version();
+    rec.text = policy_text;
+    rec.sha256 = file_sha;
+    rec.activated_at = Now();
+    rec.request_id = std::string(request_id);
+    rec.proposed_by = "policy file";
+    rec.active = true;
+    if (auto r = store->ActivatePolicy(rec); !r) return r;
+    audit::RequestFields f;
+    f.kind = "request";
+    f.principal = "custosd";
+    f.op = "policy_import";
+    f.key = "policy@" + std::to_string(rec.version);
+    f.op_sha256 = file_sha;
+    f.outcome = "OK";
+    f.quorum_request = rec.request_id;
+    startup_records.push_back(std::move(f));
+    LogLine(logger, LogLevel::kInfo, "policy_imported")
+        .Unsigned("version", rec.version)
+        .Str("request_id", rec.request_id)
+        .Str("sha256", file_sha);
+    return {};
+  };
+  if (!active->has_value()) {
+    if (auto r = import("bootstrap"); !r) return Error{r.error()};
+  } else if ((*active)->sha256 != file_sha) {
+    const PolicyRecord& stored = **active;
+    auto parsed = policy::Policy::Parse(stored.text);
+    if (auto* e = std::get_if<policy::ParseError>(&parsed)) {
+      return Error{"state store: active policy version " + std::to_string(stored.version) +
+                   " does not parse: " + e->ToString("stored policy")};
+    }
+    auto& stored_policy = std::get<policy::Policy>(parsed);
+    policy::QuorumQuery q;
+    q.operation = policy::QuorumOperation::kPolicyChange;
+    const bool initialised = !policy::QuorumPolicy(stored_policy).QuorumFor(q).empty();
+    if (initialised) {
+      LogLine(logger, LogLevel::kWarn, "policy_file_ignored")
+          .Unsigned("file_version", policy.version())
+          .Unsigned("active_version", stored.version)
+          .Str("message",
+               "the policy file differs from the active policy, which changes only through "
+               "quorum: use `custos policy propose FILE`");
+      policy = std::move(stored_policy);
+    } else if (policy.version() > stored.version) {
+      if (auto r = import("file"); !r) return Error{r.error()};
+    } else {
+      return Error{"policy file version " + std::to_string(policy.version()) +
+                   " differs from the active policy version " + std::to_string(stored.version) +
+                   " in the state store but is not newer: raise its version to replace it"};
+    }
+  }
+  std::unique_ptr<SigningCore> core(new SigningCore(std::move(token), std::move(policy),
+                                                    std::move(store), std::move(limits), logger));
+  core->startup_records_ = std::move(startup_records);
   for (auto& rec : records.value()) {
     auto type = pkcs11::ParseKeyType(rec.key_type);
     if (!type) {
@@ -249,8 +313,23 @@ std::shared_ptr<const SigningCore::CachedKey> SigningCore::Find(std::string_view
   return it == keys_.end() ? nullptr : it->second;
 }
 
-bool SigningCore::Authorize(std::string_view principal, Operation op, std::string_view name,
-                            const CachedKey* key, std::string_view algorithm,
+std::shared_ptr<const SigningCore::CachedKey> SigningCore::Find(
+    std::string_view name, std::shared_ptr<const policy::Policy>* policy) const {
+  std::shared_lock lock(mu_);
+  *policy = policy_;
+  auto it = keys_.find(name);
+  return it == keys_.end() ? nullptr : it->second;
+}
+
+std::shared_ptr<const policy::Policy> SigningCore::CurrentPolicy() const {
+  std::shared_lock lock(mu_);
+  return policy_;
+}
+
+std::uint64_t SigningCore::policy_version() const { return CurrentPolicy()->version(); }
+
+bool SigningCore::Authorize(std::string_view principal, const policy::Policy& pol, Operation op,
+                            std::string_view name, const CachedKey* key, std::string_view algorithm,
                             v1::Status* status) const {
   policy::KeyRequest req;
   req.principal = std::string(principal);
@@ -260,7 +339,7 @@ bool SigningCore::Authorize(std::string_view principal, Operation op, std::strin
   policy::Decision on_key;
   if (key) {
     req.key_usage = key->usage;
-    on_key = policy_.Check(req);
+    on_key = pol.Check(req);
     if (on_key.allowed) return true;
   }
   // Refused, or no such key. A principal refused this operation on this name
@@ -281,7 +360,7 @@ bool SigningCore::Authorize(std::string_view principal, Operation op, std::strin
     req.key_usage = std::string(kUsages[i]);
     for (std::size_t j = 0; j < algorithms.size() && !allowed_somehow; ++j) {
       req.algorithm = algorithms[j];
-      auto d = policy_.Check(req);
+      auto d = pol.Check(req);
       allowed_somehow = d.allowed;
       if (i == 0 && j == 0) first = std::move(d);
     }
@@ -316,8 +395,9 @@ bool SigningCore::Resolve(std::string_view principal, Operation op, std::string_
     }
     out->algorithm = *alg;
   }
-  out->key = Find(ref->name);
-  if (!Authorize(principal, op, ref->name, out->key.get(), alg ? algorithm_text : "", status)) {
+  out->key = Find(ref->name, &out->policy);
+  if (!Authorize(principal, *out->policy, op, ref->name, out->key.get(), alg ? algorithm_text : "",
+                 status)) {
     return false;
   }
   const CachedKey& key = *out->key;
@@ -365,13 +445,13 @@ v1::Response SigningCore::Handle(std::string_view principal, std::string_view /*
       resp.mutable_ping();
       break;
     case v1::Request::kSign:
-      HandleSign(principal, request.sign(), resp);
+      HandleSign(principal, request, resp);
       break;
     case v1::Request::kSignBatch:
-      HandleSignBatch(principal, request.sign_batch(), resp);
+      HandleSignBatch(principal, request, resp);
       break;
     case v1::Request::kCreateKey:
-      HandleCreateKey(principal, request.create_key(), resp);
+      HandleCreateKey(principal, request, resp);
       break;
     case v1::Request::kListKeys:
       HandleListKeys(principal, request.list_keys(), resp);
@@ -388,19 +468,34 @@ v1::Response SigningCore::Handle(std::string_view principal, std::string_view /*
                 "this custosd keeps no audit log, so it has no checkpoint");
       break;
     case v1::Request::kRotateKey:
-      HandleRotateKey(principal, request.rotate_key(), resp);
+      HandleRotateKey(principal, request, resp);
       break;
     case v1::Request::kDisableKey:
-      HandleKeyAction(principal, KeyAction::kDisable, request.disable_key(), resp);
+      HandleKeyAction(principal, KeyAction::kDisable, request, resp);
       break;
     case v1::Request::kEnableKey:
-      HandleKeyAction(principal, KeyAction::kEnable, request.enable_key(), resp);
+      HandleKeyAction(principal, KeyAction::kEnable, request, resp);
       break;
     case v1::Request::kDestroyKey:
-      HandleKeyAction(principal, KeyAction::kDestroy, request.destroy_key(), resp);
+      HandleKeyAction(principal, KeyAction::kDestroy, request, resp);
       break;
     case v1::Request::kMarkCompromised:
-      HandleKeyAction(principal, KeyAction::kMarkCompromised, request.mark_compromised(), resp);
+      HandleKeyAction(principal, KeyAction::kMarkCompromised, request, resp);
+      break;
+    case v1::Request::kListRequests:
+      HandleListRequests(principal, request.list_requests(), resp);
+      break;
+    case v1::Request::kGetRequest:
+      HandleGetRequest(principal, request.get_request(), resp);
+      break;
+    case v1::Request::kSubmitApproval:
+      HandleSubmitApproval(principal, request.submit_approval(), resp);
+      break;
+    case v1::Request::kProposePolicy:
+      HandleProposePolicy(principal, request, resp);
+      break;
+    case v1::Request::kGetPolicy:
+      HandleGetPolicy(principal, resp);
       break;
     case v1::Request::OP_NOT_SET:
       SetStatus(resp.mutable_status(), v1::INVALID_ARGUMENT,
@@ -411,8 +506,9 @@ v1::Response SigningCore::Handle(std::string_view principal, std::string_view /*
   return resp;
 }
 
-void SigningCore::HandleSign(std::string_view principal, const v1::SignRequest& req,
+void SigningCore::HandleSign(std::string_view principal, const v1::Request& request,
                              v1::Response& resp) {
+  const v1::SignRequest& req = request.sign();
   Resolved r;
   v1::Status* status = resp.mutable_status();
   if (!Resolve(principal, Operation::kSign, req.key(), req.algorithm(), &r, status)) return;
@@ -422,6 +518,42 @@ void SigningCore::HandleSign(std::string_view principal, const v1::SignRequest& 
                   &error)) {
     SetStatus(status, v1::INVALID_ARGUMENT, std::move(error));
     return;
+  }
+  {
+    policy::QuorumQuery q;
+    q.operation = policy::QuorumOperation::kSign;
+    q.key_name = r.key->name;
+    q.key_usage = r.key->usage;
+    std::unique_lock<std::mutex> quorum_lock(quorum_mu_, std::defer_lock);
+    std::vector<policy::QuorumRequirement> reqs;
+    if (!QuorumCheck(*r.policy, q, quorum_lock, &reqs, status)) return;
+    if (!reqs.empty()) {
+      if (req.file_name().size() > 256) {
+        SetStatus(
+            status, v1::INVALID_ARGUMENT,
+            "file_name is " + std::to_string(req.file_name().size()) + " bytes; the limit is 256");
+        return;
+      }
+      if (AnswerIdempotent(principal, request, resp)) return;
+      const std::string alg(pkcs11::SignAlgorithmName(r.algorithm));
+      QueueSpec spec;
+      spec.operation = "sign";
+      spec.key = VersionKey(r.key->name, r.version->record.version);
+      spec.fields.emplace_back("key", spec.key);
+      spec.fields.emplace_back("key-type", std::string(pkcs11::KeyTypeName(r.key->type)));
+      spec.fields.emplace_back("usage", r.key->usage);
+      spec.fields.emplace_back("algorithm", alg);
+      if (req.message().empty()) {
+        spec.fields.emplace_back("digest", Hex(input));
+      } else {
+        spec.fields.emplace_back("message-sha256", Sha256Hex(input));
+      }
+      if (!req.file_name().empty()) spec.fields.emplace_back("file", req.file_name());
+      spec.summary =
+          "sign " + spec.key + " " + alg + (req.file_name().empty() ? "" : " " + req.file_name());
+      Enqueue(principal, request, r.policy->version(), std::move(reqs), std::move(spec), {}, resp);
+      return;
+    }
   }
   auto sig = token_->Sign(r.version->ref, r.algorithm, input);
   if (!sig) {
@@ -436,8 +568,9 @@ void SigningCore::HandleSign(std::string_view principal, const v1::SignRequest& 
   out->set_algorithm(std::string(pkcs11::SignAlgorithmName(r.algorithm)));
 }
 
-void SigningCore::HandleSignBatch(std::string_view principal, const v1::SignBatchRequest& req,
+void SigningCore::HandleSignBatch(std::string_view principal, const v1::Request& request,
                                   v1::Response& resp) {
+  const v1::SignBatchRequest& req = request.sign_batch();
   v1::Status* status = resp.mutable_status();
   if (req.items_size() == 0) {
     SetStatus(status, v1::INVALID_ARGUMENT, "sign_batch has no items");
@@ -451,6 +584,42 @@ void SigningCore::HandleSignBatch(std::string_view principal, const v1::SignBatc
   }
   Resolved r;
   if (!Resolve(principal, Operation::kSign, req.key(), req.algorithm(), &r, status)) return;
+  {
+    policy::QuorumQuery q;
+    q.operation = policy::QuorumOperation::kSign;
+    q.key_name = r.key->name;
+    q.key_usage = r.key->usage;
+    std::unique_lock<std::mutex> quorum_lock(quorum_mu_, std::defer_lock);
+    std::vector<policy::QuorumRequirement> reqs;
+    if (!QuorumCheck(*r.policy, q, quorum_lock, &reqs, status)) return;
+    if (!reqs.empty()) {
+      // Under quorum every item must be signable: officers approve all of them.
+      const std::string alg(pkcs11::SignAlgorithmName(r.algorithm));
+      QueueSpec spec;
+      spec.operation = "sign-batch";
+      spec.key = VersionKey(r.key->name, r.version->record.version);
+      spec.fields.emplace_back("key", spec.key);
+      spec.fields.emplace_back("key-type", std::string(pkcs11::KeyTypeName(r.key->type)));
+      spec.fields.emplace_back("usage", r.key->usage);
+      spec.fields.emplace_back("algorithm", alg);
+      for (const auto& item : req.items()) {
+        std::span<const std::uint8_t> input;
+        std::string error;
+        if (!CheckInput(r.algorithm, item.digest(), item.message(), limits_.max_message_bytes,
+                        &input, &error)) {
+          SetStatus(status, v1::INVALID_ARGUMENT, "item " + Quote(item.ref()) + ": " + error);
+          return;
+        }
+        spec.fields.emplace_back(
+            "item", item.ref() + " " + (item.message().empty() ? Hex(input) : Sha256Hex(input)));
+      }
+      spec.summary = "sign-batch " + spec.key + " " + alg + " (" +
+                     std::to_string(req.items_size()) + " items)";
+      if (AnswerIdempotent(principal, request, resp)) return;
+      Enqueue(principal, request, r.policy->version(), std::move(reqs), std::move(spec), {}, resp);
+      return;
+    }
+  }
   status->set_code(v1::OK);
   auto* out = resp.mutable_sign_batch();
   out->set_key(r.key->name);
@@ -476,8 +645,9 @@ void SigningCore::HandleSignBatch(std::string_view principal, const v1::SignBatc
   }
 }
 
-void SigningCore::HandleCreateKey(std::string_view principal, const v1::CreateKeyRequest& req,
+void SigningCore::HandleCreateKey(std::string_view principal, const v1::Request& request,
                                   v1::Response& resp) {
+  const v1::CreateKeyRequest& req = request.create_key();
   v1::Status* status = resp.mutable_status();
   if (!IsValidKeyName(req.name())) {
     SetStatus(status, v1::INVALID_ARGUMENT,
@@ -504,6 +674,7 @@ void SigningCore::HandleCreateKey(std::string_view principal, const v1::CreateKe
                   " seconds is longer than the limit of 100 years");
     return;
   }
+  const auto pol = CurrentPolicy();
   {
     policy::KeyRequest pr;
     pr.principal = std::string(principal);
@@ -511,12 +682,22 @@ void SigningCore::HandleCreateKey(std::string_view principal, const v1::CreateKe
     pr.key_name = req.name();
     pr.key_usage = req.usage();
     pr.algorithm = std::string(pkcs11::KeyTypeName(*type));
-    auto d = policy_.Check(pr);
+    auto d = pol->Check(pr);
     if (!d.allowed) {
       SetStatus(status, v1::PERMISSION_DENIED, "permission denied: " + d.reason);
       status->set_policy_rule(d.rule);
       return;
     }
+  }
+  std::unique_lock<std::mutex> quorum_lock(quorum_mu_, std::defer_lock);
+  std::vector<policy::QuorumRequirement> reqs;
+  {
+    policy::QuorumQuery q;
+    q.operation = policy::QuorumOperation::kKeyCreate;
+    q.key_name = req.name();
+    q.key_usage = req.usage();
+    if (!QuorumCheck(*pol, q, quorum_lock, &reqs, status)) return;
+    if (!reqs.empty() && AnswerIdempotent(principal, request, resp)) return;
   }
   {
     std::unique_lock lock(mu_);
@@ -544,15 +725,16 @@ void SigningCore::HandleCreateKey(std::string_view principal, const v1::CreateKe
     return;
   }
   const std::int64_t now = static_cast<std::int64_t>(std::time(nullptr));
+  const bool queued = !reqs.empty();
   KeyRecord rec;
   rec.name = req.name();
   rec.key_type = std::string(pkcs11::KeyTypeName(*type));
   rec.usage = req.usage();
-  rec.active_version = version;
+  rec.active_version = queued ? 0 : version;
   rec.created_at = now;
   KeyVersionRecord vr;
   vr.version = version;
-  vr.state = KeyState::kActive;
+  vr.state = queued ? KeyState::kPreActivation : KeyState::kActive;
   vr.created_at = now;
   vr.state_changed_at = now;
   if (req.crypto_period_seconds() != 0) {
@@ -562,7 +744,25 @@ void SigningCore::HandleCreateKey(std::string_view principal, const v1::CreateKe
   vr.token_id = ref->id;
   vr.spki_der = ref->spki_der;
   rec.versions.push_back(vr);
-  auto inserted = store_->InsertKey(rec);
+  Result<KeyStore::InsertResult> inserted = KeyStore::InsertResult::kInserted;
+  if (queued) {
+    QueueSpec spec;
+    spec.operation = "create-key";
+    spec.key = VersionKey(req.name(), version);
+    spec.fields.emplace_back("key", spec.key);
+    spec.fields.emplace_back("key-type", rec.key_type);
+    spec.fields.emplace_back("usage", rec.usage);
+    spec.summary = "create-key " + spec.key + " " + rec.key_type + " " + rec.usage;
+    StoreChange change;
+    change.insert_key = &rec;
+    if (!Enqueue(principal, request, pol->version(), std::move(reqs), std::move(spec), change,
+                 resp)) {
+      inserted = Error{status->message()};
+      if (status->code() == v1::ALREADY_EXISTS) inserted = KeyStore::InsertResult::kAlreadyExists;
+    }
+  } else {
+    inserted = store_->InsertKey(rec);
+  }
   if (!inserted || *inserted != KeyStore::InsertResult::kInserted) {
     // Do not leave an orphan on the token that no metadata names.
     auto destroyed = token_->DestroyKey(ref.value());
@@ -573,7 +773,7 @@ void SigningCore::HandleCreateKey(std::string_view principal, const v1::CreateKe
     }
     if (inserted) {
       SetStatus(status, v1::ALREADY_EXISTS, "key " + req.name() + " already exists");
-    } else {
+    } else if (!queued) {
       SetStatus(status, v1::INTERNAL, "key generated but not recorded: " + inserted.error());
     }
     return;
@@ -593,6 +793,7 @@ void SigningCore::HandleCreateKey(std::string_view principal, const v1::CreateKe
     std::unique_lock lock(mu_);
     keys_.emplace(rec.name, key);
   }
+  if (queued) return;  // answered PENDING_APPROVAL by Enqueue
   status->set_code(v1::OK);
   FillKeyInfo(*key, resp.mutable_create_key());
 }
@@ -612,14 +813,14 @@ void SigningCore::HandleListKeys(std::string_view principal, const v1::ListKeysR
     all.reserve(keys_.size());
     for (const auto& [name, key] : keys_) all.push_back(key);
   }
+  const auto pol = CurrentPolicy();
   policy::KeyRequest pr;
   pr.principal = std::string(principal);
   pr.operation = Operation::kRead;
   for (const auto& key : all) {
     pr.key_name = key->name;
     pr.key_usage = key->usage;
-    if (policy_.Check(pr).allowed)
-      FillKeyInfo(*key, out->add_keys(), req.check() ? &report : nullptr);
+    if (pol->Check(pr).allowed) FillKeyInfo(*key, out->add_keys(), req.check() ? &report : nullptr);
   }
   // A token object is shown to a principal that may read a key of that name
   // (custos:NAME@N labels) or every key name (foreign objects too).
@@ -627,7 +828,7 @@ void SigningCore::HandleListKeys(std::string_view principal, const v1::ListKeysR
     pr.key_name = std::string(name);
     for (auto usage : kUsages) {
       pr.key_usage = std::string(usage);
-      if (policy_.Check(pr).allowed) return true;
+      if (pol->Check(pr).allowed) return true;
     }
     return false;
   };

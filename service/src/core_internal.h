@@ -6,6 +6,7 @@
 #include <cstdint>
 #include <map>
 #include <memory>
+#include <optional>
 #include <span>
 #include <string>
 #include <string_view>
@@ -53,9 +54,34 @@ struct SigningCore::CachedKey {
 };
 
 struct SigningCore::Resolved {
+  std::shared_ptr<const policy::Policy> policy;
   std::shared_ptr<const CachedKey> key;
   const CachedVersion* version = nullptr;
   pkcs11::SignAlgorithm algorithm = pkcs11::SignAlgorithm::kEcdsaP256Sha256;
+};
+
+// What a pending request shows officers, besides the common canonical
+// fields (operation, requester, times, policy version, quorum).
+struct SigningCore::QueueSpec {
+  std::string operation;  // "sign", "create-key", ... (PendingRequestInfo.operation)
+  std::string key;        // "name@version" or ""
+  // Operation-specific canonical fields, in docs/quorum.md order (before "note").
+  std::vector<std::pair<std::string, std::string>> fields;
+  std::string summary;
+  std::string payload;
+};
+
+// The result of running an approved request's operation.
+struct SigningCore::Outcome {
+  bool ok = false;
+  std::string reason;  // why it failed
+  custos::v1::Response result;
+  // Store changes (same transaction as "executed") and what the caches
+  // become afterwards.
+  std::shared_ptr<CachedKey> key;
+  std::optional<KeyRecord> key_record;
+  std::optional<PolicyRecord> policy_record;
+  std::shared_ptr<const policy::Policy> policy;
 };
 
 namespace core_internal {
@@ -75,6 +101,14 @@ std::string VersionKey(std::string_view name, std::uint32_t version);
 policy::Operation OperationOf(KeyAction action);
 // Seconds since the Unix epoch.
 std::int64_t Now();
+bool IsKnownUsage(std::string_view usage);
+std::span<const std::uint8_t> Bytes(const std::string& s);
+// Checks one signing input (digest or Ed25519 message) against the algorithm
+// and limits; returns the bytes to hand to the token, or fills `error`.
+bool CheckInput(pkcs11::SignAlgorithm alg, const std::string& digest, const std::string& message,
+                std::size_t max_message, std::span<const std::uint8_t>* input, std::string* error);
+// The usages a key can have, in the order Authorize tries them.
+std::span<const std::string_view> Usages();
 
 }  // namespace core_internal
 }  // namespace custos::service

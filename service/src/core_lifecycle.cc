@@ -115,8 +115,9 @@ bool SigningCore::Commit(std::shared_ptr<CachedKey> key, v1::Status* status) {
   return true;
 }
 
-void SigningCore::HandleRotateKey(std::string_view principal, const v1::RotateKeyRequest& req,
+void SigningCore::HandleRotateKey(std::string_view principal, const v1::Request& request,
                                   v1::Response& resp) {
+  const v1::RotateKeyRequest& req = request.rotate_key();
   v1::Status* status = resp.mutable_status();
   if (!IsValidKeyName(req.name())) {
     SetStatus(status, v1::INVALID_ARGUMENT,
@@ -131,11 +132,24 @@ void SigningCore::HandleRotateKey(std::string_view principal, const v1::RotateKe
                   " seconds is longer than the limit of 100 years");
     return;
   }
-  auto found = Find(req.name());
-  if (!Authorize(principal, Operation::kRotate, req.name(), found.get(),
+  std::shared_ptr<const policy::Policy> pol;
+  auto found = Find(req.name(), &pol);
+  if (!Authorize(principal, *pol, Operation::kRotate, req.name(), found.get(),
                  found ? pkcs11::KeyTypeName(found->type) : "", status)) {
     return;
   }
+  // A new version is a key creation for quorum rules.
+  std::unique_lock<std::mutex> quorum_lock(quorum_mu_, std::defer_lock);
+  std::vector<policy::QuorumRequirement> reqs;
+  {
+    policy::QuorumQuery q;
+    q.operation = policy::QuorumOperation::kKeyCreate;
+    q.key_name = found->name;
+    q.key_usage = found->usage;
+    if (!QuorumCheck(*pol, q, quorum_lock, &reqs, status)) return;
+    if (!reqs.empty() && AnswerIdempotent(principal, request, resp)) return;
+  }
+  const bool queued = !reqs.empty();
   std::lock_guard<std::mutex> serial(lifecycle_mu_);
   auto current = Find(req.name());
   if (!current) {
@@ -153,15 +167,17 @@ void SigningCore::HandleRotateKey(std::string_view principal, const v1::RotateKe
   const std::int64_t now = Now();
   auto updated = std::make_shared<CachedKey>(*current);
   std::uint32_t previous = 0;
-  for (auto& [n, v] : updated->versions) {
-    if (v.record.state != KeyState::kActive) continue;
-    v.record.state = KeyState::kDeactivated;
-    v.record.state_changed_at = now;
-    previous = n;
+  if (!queued) {
+    for (auto& [n, v] : updated->versions) {
+      if (v.record.state != KeyState::kActive) continue;
+      v.record.state = KeyState::kDeactivated;
+      v.record.state_changed_at = now;
+      previous = n;
+    }
   }
   CachedVersion cv;
   cv.record.version = version;
-  cv.record.state = KeyState::kActive;
+  cv.record.state = queued ? KeyState::kPreActivation : KeyState::kActive;
   cv.record.created_at = now;
   cv.record.state_changed_at = now;
   if (req.crypto_period_seconds() != 0) {
@@ -173,7 +189,29 @@ void SigningCore::HandleRotateKey(std::string_view principal, const v1::RotateKe
   cv.ref = ref.value();
   cv.spki_sha256 = Sha256Hex(cv.ref.spki_der);
   updated->versions.emplace(version, std::move(cv));
-  if (!Commit(updated, status)) {
+  bool committed = false;
+  if (queued) {
+    updated->Refresh();
+    const KeyRecord rec = updated->ToRecord();
+    QueueSpec spec;
+    spec.operation = "rotate-key";
+    spec.key = VersionKey(current->name, version);
+    spec.fields.emplace_back("key", spec.key);
+    spec.fields.emplace_back("key-type", rec.key_type);
+    spec.fields.emplace_back("usage", rec.usage);
+    spec.summary = "rotate-key " + spec.key + " " + rec.key_type + " " + rec.usage;
+    StoreChange change;
+    change.update_key = &rec;
+    committed =
+        Enqueue(principal, request, pol->version(), std::move(reqs), std::move(spec), change, resp);
+    if (committed) {
+      std::unique_lock lock(mu_);
+      keys_[updated->name] = updated;
+    }
+  } else {
+    committed = Commit(updated, status);
+  }
+  if (!committed) {
     // Do not leave an orphan on the token that no metadata names.
     if (auto destroyed = token_->DestroyKey(ref.value()); !destroyed) {
       LogLine(logger_, LogLevel::kWarn, "orphan_key_on_token")
@@ -182,6 +220,7 @@ void SigningCore::HandleRotateKey(std::string_view principal, const v1::RotateKe
     }
     return;
   }
+  if (queued) return;  // answered PENDING_APPROVAL by Enqueue
   LogLine(logger_, LogLevel::kInfo, "key_rotated")
       .Str("key", VersionKey(req.name(), version))
       .Str("deactivated", previous != 0 ? VersionKey(req.name(), previous) : "")
@@ -190,16 +229,85 @@ void SigningCore::HandleRotateKey(std::string_view principal, const v1::RotateKe
   FillKeyInfo(*Find(req.name()), resp.mutable_rotate_key());
 }
 
+bool SigningCore::PrepareKeyAction(KeyAction action, const CachedKey& current,
+                                   std::uint32_t version, std::int64_t now, bool idempotent,
+                                   std::shared_ptr<CachedKey>* updated, v1::Status* status) {
+  auto it = current.versions.find(version);
+  if (it == current.versions.end()) {
+    SetStatus(status, v1::NOT_FOUND,
+              "key " + current.name + " has no version " + std::to_string(version));
+    return false;
+  }
+  const KeyState before = it->second.record.state;
+  if (idempotent) {
+    const bool done = (action == KeyAction::kDisable && before == KeyState::kDeactivated) ||
+                      (action == KeyAction::kEnable && before == KeyState::kActive) ||
+                      (action == KeyAction::kMarkCompromised && before == KeyState::kCompromised) ||
+                      (action == KeyAction::kDestroy && before == KeyState::kDestroyed);
+    if (done) {
+      *updated = std::make_shared<CachedKey>(current);
+      return true;
+    }
+  }
+  auto next = NextState(action, current.name, current.states, version, now);
+  if (!next) {
+    SetStatus(status, v1::FAILED_PRECONDITION, next.error());
+    return false;
+  }
+  if (action == KeyAction::kDestroy) {
+    auto destroyed = token_->DestroyKey(it->second.ref);
+    if (!destroyed) {
+      if (destroyed.error().kind() != pkcs11::ErrorKind::kNotFound) {
+        FromTokenError(destroyed.error(), "destroying the token objects failed", status);
+        return false;
+      }
+      LogLine(logger_, LogLevel::kWarn, "destroy_objects_already_gone")
+          .Str("key", VersionKey(current.name, version))
+          .Str("token_label", it->second.ref.label);
+    }
+  }
+  *updated = std::make_shared<CachedKey>(current);
+  auto& record = (*updated)->versions.at(version).record;
+  record.state = *next;
+  record.state_changed_at = now;
+  (*updated)->Refresh();
+  return true;
+}
+
 void SigningCore::HandleKeyAction(std::string_view principal, KeyAction action,
-                                  const v1::KeyVersionRequest& req, v1::Response& resp) {
+                                  const v1::Request& request, v1::Response& resp) {
+  const v1::KeyVersionRequest& req = action == KeyAction::kDisable   ? request.disable_key()
+                                     : action == KeyAction::kEnable  ? request.enable_key()
+                                     : action == KeyAction::kDestroy ? request.destroy_key()
+                                                                     : request.mark_compromised();
   v1::Status* status = resp.mutable_status();
   auto ref = ParseKeyReference(req.key());
   if (!ref) {
     SetStatus(status, v1::INVALID_ARGUMENT, ref.error());
     return;
   }
-  auto found = Find(ref->name);
-  if (!Authorize(principal, OperationOf(action), ref->name, found.get(), "", status)) return;
+  std::shared_ptr<const policy::Policy> pol;
+  auto found = Find(ref->name, &pol);
+  if (!Authorize(principal, *pol, OperationOf(action), ref->name, found.get(), "", status)) return;
+  // Quorum: destroy is KEY_DESTROY; enabling a pre-activation version is a
+  // key creation (so quorum cannot be bypassed by enabling); the rest are
+  // KEY_STATE_CHANGE.
+  std::unique_lock<std::mutex> quorum_lock(quorum_mu_, std::defer_lock);
+  std::vector<policy::QuorumRequirement> reqs;
+  {
+    const std::uint32_t target = ref->version.value_or(CurrentVersion(found->states));
+    auto v = found->versions.find(target);
+    policy::QuorumQuery q;
+    q.operation = action == KeyAction::kDestroy ? policy::QuorumOperation::kKeyDestroy
+                  : action == KeyAction::kEnable && v != found->versions.end() &&
+                          v->second.record.state == KeyState::kPreActivation
+                      ? policy::QuorumOperation::kKeyCreate
+                      : policy::QuorumOperation::kKeyStateChange;
+    q.key_name = found->name;
+    q.key_usage = found->usage;
+    if (!QuorumCheck(*pol, q, quorum_lock, &reqs, status)) return;
+    if (!reqs.empty() && AnswerIdempotent(principal, request, resp)) return;
+  }
   std::lock_guard<std::mutex> serial(lifecycle_mu_);
   auto current = Find(ref->name);
   if (!current) {
@@ -214,34 +322,36 @@ void SigningCore::HandleKeyAction(std::string_view principal, KeyAction action,
     return;
   }
   const std::int64_t now = Now();
-  auto next = NextState(action, current->name, current->states, version, now);
-  if (!next) {
-    SetStatus(status, v1::FAILED_PRECONDITION, next.error());
+  if (!reqs.empty()) {
+    // Nothing changes now; the state machine must allow the change today.
+    if (auto next = NextState(action, current->name, current->states, version, now); !next) {
+      SetStatus(status, v1::FAILED_PRECONDITION, next.error());
+      return;
+    }
+    QueueSpec spec;
+    spec.operation =
+        std::string(KeyActionName(action)) + (action == KeyAction::kMarkCompromised ? "" : "-key");
+    spec.key = VersionKey(current->name, version);
+    spec.fields.emplace_back("key", spec.key);
+    spec.fields.emplace_back("key-type", std::string(pkcs11::KeyTypeName(current->type)));
+    spec.fields.emplace_back("usage", current->usage);
+    spec.summary = spec.operation + " " + spec.key + " (" +
+                   std::string(KeyStateName(it->second.record.state)) + ")";
+    Enqueue(principal, request, pol->version(), std::move(reqs), std::move(spec), {}, resp);
     return;
   }
   const KeyState before = it->second.record.state;
-  if (action == KeyAction::kDestroy) {
-    auto destroyed = token_->DestroyKey(it->second.ref);
-    if (!destroyed) {
-      if (destroyed.error().kind() != pkcs11::ErrorKind::kNotFound) {
-        FromTokenError(destroyed.error(), "destroying the token objects failed", status);
-        return;
-      }
-      LogLine(logger_, LogLevel::kWarn, "destroy_objects_already_gone")
-          .Str("key", VersionKey(current->name, version))
-          .Str("token_label", it->second.ref.label);
-    }
+  std::shared_ptr<CachedKey> updated;
+  if (!PrepareKeyAction(action, *current, version, now, /*idempotent=*/false, &updated, status)) {
+    return;
   }
-  auto updated = std::make_shared<CachedKey>(*current);
-  auto& record = updated->versions.at(version).record;
-  record.state = *next;
-  record.state_changed_at = now;
+  const KeyState after = updated->versions.at(version).record.state;
   if (!Commit(updated, status)) return;
   LogLine(logger_, LogLevel::kInfo, "key_state_changed")
       .Str("key", VersionKey(current->name, version))
       .Str("action", KeyActionName(action))
       .Str("from", KeyStateName(before))
-      .Str("to", KeyStateName(*next))
+      .Str("to", KeyStateName(after))
       .Str("principal", principal);
   status->set_code(v1::OK);
   v1::KeyInfo* info = nullptr;

@@ -12,7 +12,9 @@
 #include <cstdlib>
 #include <cstring>
 #include <fstream>
+#include <future>
 #include <iostream>
+#include <optional>
 #include <sstream>
 #include <string>
 #include <vector>
@@ -40,6 +42,28 @@ int Fail(Logger& logger, int code, std::string_view event, const std::string& me
   std::fprintf(stderr, "custosd: %s\n", message.c_str());
   return code;
 }
+
+// The core's own audit records (quorum executions, policy imports), written
+// through the same log as the network side's, synchronously.
+class AuditLogSink final : public AuditSink {
+ public:
+  explicit AuditLogSink(AuditLog& log) : log_(log) {}
+  Result<void> RecordDurably(const custos::service::audit::RequestFields& record) override {
+    auto done = std::make_shared<std::promise<Result<void>>>();
+    auto future = done->get_future();
+    log_.Append(record, [done](const Result<void>& r) { done->set_value(r); });
+    return future.get();
+  }
+
+ private:
+  AuditLog& log_;
+};
+
+// Detaches the sink from the core before the sink and the log go away.
+struct SinkDetach {
+  SigningCore& core;
+  ~SinkDetach() { core.SetAuditSink(nullptr); }
+};
 
 // Protobuf reports e.g. invalid UTF-8 in a peer's string field through its
 // own logger; a peer must not be able to fill our stderr with that.
@@ -141,9 +165,11 @@ int Main(int argc, char** argv) {
   limits.max_batch_items = config.limits.max_batch_items;
   auto core = SigningCore::Create(std::move(token.value()),
                                   std::move(std::get<custos::policy::Policy>(policy)),
-                                  std::move(store.value()), limits, logger);
+                                  policy_text.str(), std::move(store.value()), limits, logger);
   if (!core) return Fail(logger, kExitRuntime, "core_error", core.error());
-  LogLine(logger, LogLevel::kInfo, "keys_loaded").Unsigned("keys", (*core)->key_count());
+  LogLine(logger, LogLevel::kInfo, "keys_loaded")
+      .Unsigned("keys", (*core)->key_count())
+      .Unsigned("policy_version", (*core)->policy_version());
 
   // Audit log (docs/audit.md). Checkpoints are signed in the HSM by the key
   // audit.key; without a usable one the log is chained but unsigned.
@@ -178,6 +204,18 @@ int Main(int argc, char** argv) {
     auto opened = AuditLog::Open(std::move(audit_options), std::move(signer), logger);
     if (!opened) return Fail(logger, kExitRuntime, "audit_error", opened.error());
     audit = std::move(opened.value());
+  }
+
+  // Quorum: finish what a restart interrupted, with the audit log open.
+  std::unique_ptr<AuditLogSink> sink;
+  std::optional<SinkDetach> detach;
+  if (audit) {
+    sink = std::make_unique<AuditLogSink>(*audit);
+    (*core)->SetAuditSink(sink.get());
+    detach.emplace(SinkDetach{**core});
+    if (auto resumed = (*core)->ResumeQuorum(); !resumed) {
+      return Fail(logger, kExitRuntime, "quorum_error", resumed.error());
+    }
   }
 
   // Network side.

@@ -2,9 +2,12 @@
 
 #include <sqlite3.h>
 
+#include <charconv>
+#include <chrono>
 #include <iterator>
 #include <map>
 #include <mutex>
+#include <optional>
 
 namespace custos::service {
 
@@ -88,6 +91,55 @@ constexpr const char* kMigrations[] = {
     // 0 -> 1: crypto-period and state-change time per version.
     "ALTER TABLE key_versions ADD COLUMN expires_at INTEGER NOT NULL DEFAULT 0;"
     "ALTER TABLE key_versions ADD COLUMN state_changed_at INTEGER NOT NULL DEFAULT 0;",
+    // 1 -> 2: quorum (pending requests and votes) and versioned policies.
+    R"sql(
+CREATE TABLE pending_requests (
+  id TEXT PRIMARY KEY NOT NULL,
+  requester TEXT NOT NULL,
+  operation TEXT NOT NULL,
+  key TEXT NOT NULL,
+  canonical BLOB NOT NULL,
+  digest TEXT NOT NULL,
+  payload BLOB NOT NULL,
+  summary TEXT NOT NULL,
+  created_at INTEGER NOT NULL,
+  expires_at INTEGER NOT NULL,
+  state TEXT NOT NULL CHECK (state IN ('pending', 'approved', 'executing', 'executed',
+    'denied', 'expired', 'invalidated', 'failed')),
+  state_reason TEXT NOT NULL,
+  policy_version INTEGER NOT NULL,
+  requirements BLOB NOT NULL,
+  request BLOB NOT NULL,
+  idempotency_key TEXT NOT NULL,
+  op_sha256 TEXT NOT NULL,
+  result BLOB NOT NULL,
+  audit_done INTEGER NOT NULL
+);
+CREATE INDEX pending_requests_state ON pending_requests(state);
+CREATE INDEX pending_requests_idempotency ON pending_requests(requester, idempotency_key);
+CREATE TABLE votes (
+  request_id TEXT NOT NULL REFERENCES pending_requests(id),
+  officer TEXT NOT NULL,
+  decision TEXT NOT NULL CHECK (decision IN ('approve', 'deny')),
+  statement BLOB NOT NULL,
+  signature BLOB NOT NULL,
+  reason TEXT NOT NULL,
+  time TEXT NOT NULL,
+  received_at INTEGER NOT NULL,
+  submitted_by TEXT NOT NULL,
+  PRIMARY KEY (request_id, officer)
+);
+CREATE TABLE policies (
+  version INTEGER PRIMARY KEY NOT NULL,
+  text BLOB NOT NULL,
+  sha256 TEXT NOT NULL,
+  activated_at INTEGER NOT NULL,
+  request_id TEXT NOT NULL,
+  proposed_by TEXT NOT NULL,
+  approved_by TEXT NOT NULL,
+  active INTEGER NOT NULL
+);
+)sql",
 };
 static_assert(std::size(kMigrations) == KeyStore::kSchemaVersion);
 
@@ -107,6 +159,16 @@ void BindBlob(sqlite3_stmt* s, int i, const std::vector<std::uint8_t>& v) {
 std::string ColumnText(sqlite3_stmt* s, int i) {
   const auto* p = reinterpret_cast<const char*>(sqlite3_column_text(s, i));
   return p ? std::string(p, static_cast<std::size_t>(sqlite3_column_bytes(s, i))) : std::string();
+}
+void BindBytes(sqlite3_stmt* s, int i, const std::string& v) {
+  static const char kEmpty = 0;
+  sqlite3_bind_blob(s, i, v.empty() ? &kEmpty : v.data(), static_cast<int>(v.size()),
+                    SQLITE_TRANSIENT);
+}
+std::string ColumnBytes(sqlite3_stmt* s, int i) {
+  const auto* p = static_cast<const char*>(sqlite3_column_blob(s, i));
+  const int n = sqlite3_column_bytes(s, i);
+  return p ? std::string(p, static_cast<std::size_t>(n)) : std::string();
 }
 std::vector<std::uint8_t> ColumnBlob(sqlite3_stmt* s, int i) {
   const auto* p = static_cast<const std::uint8_t*>(sqlite3_column_blob(s, i));
@@ -181,6 +243,11 @@ struct KeyStore::Impl {
     if (rc != SQLITE_DONE) return Error{DbError(db.get(), what)};
     return {};
   }
+
+  // The rows of InsertKey / UpdateKey, inside the caller's transaction.
+  Result<InsertResult> InsertKeyRows(const KeyRecord& key);
+  Result<void> UpdateKeyRows(const KeyRecord& key);
+  Result<InsertResult> ApplyChange(const StoreChange& change);
 };
 
 KeyStore::KeyStore(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
@@ -245,32 +312,20 @@ Result<std::unique_ptr<KeyStore>> KeyStore::Open(const std::string& path) {
   return std::unique_ptr<KeyStore>(new KeyStore(std::move(impl)));
 }
 
-Result<KeyStore::InsertResult> KeyStore::InsertKey(const KeyRecord& key) {
-  Impl& d = *impl_;
-  std::lock_guard<std::mutex> lock(d.mu);
-  if (auto r = d.Step(d.begin.get(), "begin transaction"); !r) return Error{r.error()};
-  // Any failure below rolls back; the rollback's own failure leaves nothing
-  // committed either, so its result is not needed.
-  auto fail = [&](std::string message) -> Result<InsertResult> {
-    (void)d.Step(d.rollback.get(), "rollback");
-    return Error{std::move(message)};
-  };
+Result<KeyStore::InsertResult> KeyStore::Impl::InsertKeyRows(const KeyRecord& key) {
   {
-    StmtUse use(d.insert_key.get());
+    StmtUse use(insert_key.get());
     sqlite3_stmt* s = use.get();
     BindText(s, 1, key.name);
     BindText(s, 2, key.key_type);
     BindText(s, 3, key.usage);
     sqlite3_bind_int64(s, 4, key.active_version);
     sqlite3_bind_int64(s, 5, key.created_at);
-    if (sqlite3_step(s) != SQLITE_DONE) return fail(DbError(d.db.get(), "insert key"));
+    if (sqlite3_step(s) != SQLITE_DONE) return Error{DbError(db.get(), "insert key")};
   }
-  if (sqlite3_changes(d.db.get()) == 0) {
-    (void)d.Step(d.rollback.get(), "rollback");
-    return InsertResult::kAlreadyExists;
-  }
+  if (sqlite3_changes(db.get()) == 0) return InsertResult::kAlreadyExists;
   for (const auto& v : key.versions) {
-    StmtUse use(d.insert_version.get());
+    StmtUse use(insert_version.get());
     sqlite3_stmt* s = use.get();
     BindText(s, 1, key.name);
     sqlite3_bind_int64(s, 2, v.version);
@@ -281,9 +336,54 @@ Result<KeyStore::InsertResult> KeyStore::InsertKey(const KeyRecord& key) {
     BindBlob(s, 7, v.spki_der);
     sqlite3_bind_int64(s, 8, v.expires_at);
     sqlite3_bind_int64(s, 9, v.state_changed_at);
-    if (sqlite3_step(s) != SQLITE_DONE) return fail(DbError(d.db.get(), "insert key version"));
+    if (sqlite3_step(s) != SQLITE_DONE) return Error{DbError(db.get(), "insert key version")};
   }
-  if (auto r = d.Step(d.commit.get(), "commit"); !r) return fail(r.error());
+  return InsertResult::kInserted;
+}
+
+Result<void> KeyStore::Impl::UpdateKeyRows(const KeyRecord& key) {
+  {
+    StmtUse use(update_active.get());
+    sqlite3_stmt* s = use.get();
+    BindText(s, 1, key.name);
+    sqlite3_bind_int64(s, 2, key.active_version);
+    if (sqlite3_step(s) != SQLITE_DONE) return Error{DbError(db.get(), "update key")};
+  }
+  if (sqlite3_changes(db.get()) == 0) {
+    return Error{"state store: no key named " + key.name + " to update"};
+  }
+  for (const auto& v : key.versions) {
+    StmtUse use(upsert_version.get());
+    sqlite3_stmt* s = use.get();
+    BindText(s, 1, key.name);
+    sqlite3_bind_int64(s, 2, v.version);
+    BindText(s, 3, std::string(KeyStateName(v.state)));
+    sqlite3_bind_int64(s, 4, v.created_at);
+    BindText(s, 5, v.token_label);
+    BindBlob(s, 6, v.token_id);
+    BindBlob(s, 7, v.spki_der);
+    sqlite3_bind_int64(s, 8, v.expires_at);
+    sqlite3_bind_int64(s, 9, v.state_changed_at);
+    if (sqlite3_step(s) != SQLITE_DONE) return Error{DbError(db.get(), "update key version")};
+  }
+  return {};
+}
+
+Result<KeyStore::InsertResult> KeyStore::InsertKey(const KeyRecord& key) {
+  Impl& d = *impl_;
+  std::lock_guard<std::mutex> lock(d.mu);
+  if (auto r = d.Step(d.begin.get(), "begin transaction"); !r) return Error{r.error()};
+  // Any failure below rolls back; the rollback's own failure leaves nothing
+  // committed either, so its result is not needed.
+  auto inserted = d.InsertKeyRows(key);
+  if (!inserted || *inserted != InsertResult::kInserted) {
+    (void)d.Step(d.rollback.get(), "rollback");
+    return inserted;
+  }
+  if (auto r = d.Step(d.commit.get(), "commit"); !r) {
+    (void)d.Step(d.rollback.get(), "rollback");
+    return Error{r.error()};
+  }
   return InsertResult::kInserted;
 }
 
@@ -291,36 +391,10 @@ Result<void> KeyStore::UpdateKey(const KeyRecord& key) {
   Impl& d = *impl_;
   std::lock_guard<std::mutex> lock(d.mu);
   if (auto r = d.Step(d.begin.get(), "begin transaction"); !r) return r;
-  auto fail = [&](std::string message) -> Result<void> {
-    (void)d.Step(d.rollback.get(), "rollback");
-    return Error{std::move(message)};
-  };
-  {
-    StmtUse use(d.update_active.get());
-    sqlite3_stmt* s = use.get();
-    BindText(s, 1, key.name);
-    sqlite3_bind_int64(s, 2, key.active_version);
-    if (sqlite3_step(s) != SQLITE_DONE) return fail(DbError(d.db.get(), "update key"));
-  }
-  if (sqlite3_changes(d.db.get()) == 0) {
-    return fail("state store: no key named " + key.name + " to update");
-  }
-  for (const auto& v : key.versions) {
-    StmtUse use(d.upsert_version.get());
-    sqlite3_stmt* s = use.get();
-    BindText(s, 1, key.name);
-    sqlite3_bind_int64(s, 2, v.version);
-    BindText(s, 3, std::string(KeyStateName(v.state)));
-    sqlite3_bind_int64(s, 4, v.created_at);
-    BindText(s, 5, v.token_label);
-    BindBlob(s, 6, v.token_id);
-    BindBlob(s, 7, v.spki_der);
-    sqlite3_bind_int64(s, 8, v.expires_at);
-    sqlite3_bind_int64(s, 9, v.state_changed_at);
-    if (sqlite3_step(s) != SQLITE_DONE) return fail(DbError(d.db.get(), "update key version"));
-  }
-  if (auto r = d.Step(d.commit.get(), "commit"); !r) return fail(r.error());
-  return {};
+  auto updated = d.UpdateKeyRows(key);
+  if (updated) updated = d.Step(d.commit.get(), "commit");
+  if (!updated) (void)d.Step(d.rollback.get(), "rollback");
+  return updated;
 }
 
 Result<std::vector<KeyRecord>> KeyStore::LoadAll() {
@@ -372,6 +446,402 @@ Result<std::vector<KeyRecord>> KeyStore::LoadAll() {
     if (rc != SQLITE_DONE) return Error{DbError(d.db.get(), "read key versions")};
   }
   return keys;
+}
+
+// --- Quorum tables (schema 2). Rare operations: statements are prepared per
+// call.
+
+namespace {
+
+// Requirements as text: one line per requirement,
+//   rule \t group \t threshold \t deny_rejects(0|1) \t expiry seconds
+// with %, tab, newline and other control bytes of names written as %XX.
+std::string EscapeField(std::string_view v) {
+  static constexpr char kHex[] = "0123456789ABCDEF";
+  std::string out;
+  for (unsigned char c : v) {
+    if (c < 0x20 || c == 0x7f || c == '%') {
+      out.push_back('%');
+      out.push_back(kHex[c >> 4]);
+      out.push_back(kHex[c & 0xF]);
+    } else {
+      out.push_back(static_cast<char>(c));
+    }
+  }
+  return out;
+}
+
+std::optional<std::string> UnescapeField(std::string_view v) {
+  std::string out;
+  for (std::size_t i = 0; i < v.size(); ++i) {
+    if (v[i] != '%') {
+      out.push_back(v[i]);
+      continue;
+    }
+    if (i + 2 >= v.size()) return std::nullopt;
+    unsigned value = 0;
+    auto [p, ec] = std::from_chars(v.data() + i + 1, v.data() + i + 3, value, 16);
+    if (ec != std::errc() || p != v.data() + i + 3) return std::nullopt;
+    out.push_back(static_cast<char>(value));
+    i += 2;
+  }
+  return out;
+}
+
+std::vector<std::string_view> Split(std::string_view text, char sep) {
+  std::vector<std::string_view> out;
+  std::size_t start = 0;
+  while (true) {
+    const auto at = text.find(sep, start);
+    if (at == std::string_view::npos) {
+      out.push_back(text.substr(start));
+      return out;
+    }
+    out.push_back(text.substr(start, at - start));
+    start = at + 1;
+  }
+}
+
+template <typename T>
+bool ParseNumber(std::string_view text, T* out) {
+  auto [p, ec] = std::from_chars(text.data(), text.data() + text.size(), *out);
+  return ec == std::errc() && p == text.data() + text.size();
+}
+
+std::string EncodeRequirements(const std::vector<policy::QuorumRequirement>& reqs) {
+  std::string out;
+  for (const auto& r : reqs) {
+    out += EscapeField(r.rule) + "\t" + EscapeField(r.group) + "\t" + std::to_string(r.threshold) +
+           "\t" + (r.deny_rejects ? "1" : "0") + "\t" + std::to_string(r.expiry.count()) + "\n";
+  }
+  return out;
+}
+
+std::optional<std::vector<policy::QuorumRequirement>> DecodeRequirements(std::string_view text) {
+  std::vector<policy::QuorumRequirement> out;
+  if (text.empty()) return out;
+  if (text.back() != '\n') return std::nullopt;
+  text.remove_suffix(1);
+  for (auto line : Split(text, '\n')) {
+    auto parts = Split(line, '\t');
+    if (parts.size() != 5) return std::nullopt;
+    policy::QuorumRequirement r;
+    auto rule = UnescapeField(parts[0]);
+    auto group = UnescapeField(parts[1]);
+    std::int64_t expiry = 0;
+    if (!rule || !group || !ParseNumber(parts[2], &r.threshold) ||
+        (parts[3] != "0" && parts[3] != "1") || !ParseNumber(parts[4], &expiry)) {
+      return std::nullopt;
+    }
+    r.rule = std::move(*rule);
+    r.group = std::move(*group);
+    r.deny_rejects = parts[3] == "1";
+    r.expiry = std::chrono::seconds(expiry);
+    out.push_back(std::move(r));
+  }
+  return out;
+}
+
+constexpr const char* kPendingColumns =
+    "id, requester, operation, key, canonical, digest, payload, summary, created_at, "
+    "expires_at, state, state_reason, policy_version, requirements, request, idempotency_key, "
+    "op_sha256, result, audit_done";
+
+Result<PendingRecord> ReadPending(sqlite3_stmt* s) {
+  PendingRecord r;
+  r.id = ColumnText(s, 0);
+  r.requester = ColumnText(s, 1);
+  r.operation = ColumnText(s, 2);
+  r.key = ColumnText(s, 3);
+  r.canonical = ColumnBytes(s, 4);
+  r.digest = ColumnText(s, 5);
+  r.payload = ColumnBytes(s, 6);
+  r.summary = ColumnText(s, 7);
+  r.created_at = sqlite3_column_int64(s, 8);
+  r.expires_at = sqlite3_column_int64(s, 9);
+  r.state = ColumnText(s, 10);
+  r.state_reason = ColumnText(s, 11);
+  r.policy_version = static_cast<std::uint64_t>(sqlite3_column_int64(s, 12));
+  auto reqs = DecodeRequirements(ColumnBytes(s, 13));
+  if (!reqs) return Error{"state store: request " + r.id + " has unreadable quorum requirements"};
+  r.requirements = std::move(*reqs);
+  r.request = ColumnBytes(s, 14);
+  r.idempotency_key = ColumnText(s, 15);
+  r.op_sha256 = ColumnText(s, 16);
+  r.result = ColumnBytes(s, 17);
+  r.audit_done = sqlite3_column_int64(s, 18) != 0;
+  return r;
+}
+
+}  // namespace
+
+Result<KeyStore::InsertResult> KeyStore::Impl::ApplyChange(const StoreChange& change) {
+  if (change.insert_key != nullptr) {
+    auto r = InsertKeyRows(*change.insert_key);
+    if (!r || *r != InsertResult::kInserted) return r;
+  }
+  if (change.update_key != nullptr) {
+    if (auto r = UpdateKeyRows(*change.update_key); !r) return Error{r.error()};
+  }
+  if (const PolicyRecord* p = change.activate_policy) {
+    if (auto r = Exec(db.get(), "UPDATE policies SET active = 0 WHERE active != 0",
+                      "state store: deactivate policy");
+        !r) {
+      return Error{r.error()};
+    }
+    auto st = Prepare(
+        "INSERT INTO policies(version, text, sha256, activated_at, request_id, proposed_by, "
+        "approved_by, active) VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, 1) ON CONFLICT(version) DO "
+        "UPDATE SET text = excluded.text, sha256 = excluded.sha256, activated_at = "
+        "excluded.activated_at, request_id = excluded.request_id, proposed_by = "
+        "excluded.proposed_by, approved_by = excluded.approved_by, active = 1");
+    if (!st) return Error{st.error()};
+    sqlite3_stmt* s = st->get();
+    std::string approved;
+    for (const auto& a : p->approved_by) approved += (approved.empty() ? "" : "\n") + a;
+    sqlite3_bind_int64(s, 1, static_cast<std::int64_t>(p->version));
+    BindBytes(s, 2, p->text);
+    BindText(s, 3, p->sha256);
+    sqlite3_bind_int64(s, 4, p->activated_at);
+    BindText(s, 5, p->request_id);
+    BindText(s, 6, p->proposed_by);
+    BindText(s, 7, approved);
+    if (sqlite3_step(s) != SQLITE_DONE) return Error{DbError(db.get(), "activate policy")};
+  }
+  return InsertResult::kInserted;
+}
+
+Result<KeyStore::InsertResult> KeyStore::InsertPending(const PendingRecord& rec,
+                                                       const StoreChange& change) {
+  Impl& d = *impl_;
+  std::lock_guard<std::mutex> lock(d.mu);
+  if (auto r = d.Step(d.begin.get(), "begin transaction"); !r) return Error{r.error()};
+  auto fail = [&](Result<InsertResult> r) {
+    (void)d.Step(d.rollback.get(), "rollback");
+    return r;
+  };
+  auto applied = d.ApplyChange(change);
+  if (!applied || *applied != InsertResult::kInserted) return fail(applied);
+  auto st = d.Prepare((std::string("INSERT INTO pending_requests(") + kPendingColumns +
+                       ") VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, "
+                       "?15, ?16, ?17, ?18, ?19)")
+                          .c_str());
+  if (!st) return fail(Error{st.error()});
+  sqlite3_stmt* s = st->get();
+  BindText(s, 1, rec.id);
+  BindText(s, 2, rec.requester);
+  BindText(s, 3, rec.operation);
+  BindText(s, 4, rec.key);
+  BindBytes(s, 5, rec.canonical);
+  BindText(s, 6, rec.digest);
+  BindBytes(s, 7, rec.payload);
+  BindText(s, 8, rec.summary);
+  sqlite3_bind_int64(s, 9, rec.created_at);
+  sqlite3_bind_int64(s, 10, rec.expires_at);
+  BindText(s, 11, rec.state);
+  BindText(s, 12, rec.state_reason);
+  sqlite3_bind_int64(s, 13, static_cast<std::int64_t>(rec.policy_version));
+  BindBytes(s, 14, EncodeRequirements(rec.requirements));
+  BindBytes(s, 15, rec.request);
+  BindText(s, 16, rec.idempotency_key);
+  BindText(s, 17, rec.op_sha256);
+  BindBytes(s, 18, rec.result);
+  sqlite3_bind_int(s, 19, rec.audit_done ? 1 : 0);
+  if (sqlite3_step(s) != SQLITE_DONE) return fail(Error{DbError(d.db.get(), "insert request")});
+  if (auto r = d.Step(d.commit.get(), "commit"); !r) return fail(Error{r.error()});
+  return InsertResult::kInserted;
+}
+
+Result<bool> KeyStore::UpdatePending(const PendingUpdate& update, const StoreChange& change) {
+  Impl& d = *impl_;
+  std::lock_guard<std::mutex> lock(d.mu);
+  if (auto r = d.Step(d.begin.get(), "begin transaction"); !r) return Error{r.error()};
+  auto fail = [&](Result<bool> r) {
+    (void)d.Step(d.rollback.get(), "rollback");
+    return r;
+  };
+  std::string sql = "UPDATE pending_requests SET state = ?2, state_reason = ?3";
+  if (update.result != nullptr) sql += ", result = ?4";
+  if (update.audit_done) sql += ", audit_done = 1";
+  sql += " WHERE id = ?1";
+  if (!update.from_states.empty()) {
+    sql += " AND state IN (";
+    for (std::size_t i = 0; i < update.from_states.size(); ++i) {
+      sql += (i ? ", ?" : "?") + std::to_string(10 + i);
+    }
+    sql += ")";
+  }
+  auto st = d.Prepare(sql.c_str());
+  if (!st) return fail(Error{st.error()});
+  sqlite3_stmt* s = st->get();
+  BindText(s, 1, update.id);
+  BindText(s, 2, update.to_state);
+  BindText(s, 3, update.reason);
+  if (update.result != nullptr) BindBytes(s, 4, *update.result);
+  for (std::size_t i = 0; i < update.from_states.size(); ++i) {
+    BindText(s, static_cast<int>(10 + i), update.from_states[i]);
+  }
+  if (sqlite3_step(s) != SQLITE_DONE) return fail(Error{DbError(d.db.get(), "update request")});
+  if (sqlite3_changes(d.db.get()) == 0) return fail(false);
+  auto applied = d.ApplyChange(change);
+  if (!applied) return fail(Error{applied.error()});
+  if (*applied != InsertResult::kInserted) {
+    return fail(Error{"state store: key " + change.insert_key->name + " already exists"});
+  }
+  if (auto r = d.Step(d.commit.get(), "commit"); !r) return fail(Error{r.error()});
+  return true;
+}
+
+Result<std::optional<PendingRecord>> KeyStore::GetPending(std::string_view id) {
+  Impl& d = *impl_;
+  std::lock_guard<std::mutex> lock(d.mu);
+  auto st = d.Prepare(
+      (std::string("SELECT ") + kPendingColumns + " FROM pending_requests WHERE id = ?1").c_str());
+  if (!st) return Error{st.error()};
+  sqlite3_stmt* s = st->get();
+  BindText(s, 1, std::string(id));
+  const int rc = sqlite3_step(s);
+  if (rc == SQLITE_DONE) return std::optional<PendingRecord>();
+  if (rc != SQLITE_ROW) return Error{DbError(d.db.get(), "read request")};
+  auto r = ReadPending(s);
+  if (!r) return Error{r.error()};
+  return std::optional<PendingRecord>(std::move(r.value()));
+}
+
+Result<std::vector<PendingRecord>> KeyStore::ListPending(const std::vector<std::string>& states) {
+  Impl& d = *impl_;
+  std::lock_guard<std::mutex> lock(d.mu);
+  std::string sql = std::string("SELECT ") + kPendingColumns + " FROM pending_requests";
+  if (!states.empty()) {
+    sql += " WHERE state IN (";
+    for (std::size_t i = 0; i < states.size(); ++i)
+      sql += (i ? ", ?" : "?") + std::to_string(i + 1);
+    sql += ")";
+  }
+  sql += " ORDER BY created_at DESC, rowid DESC";
+  auto st = d.Prepare(sql.c_str());
+  if (!st) return Error{st.error()};
+  sqlite3_stmt* s = st->get();
+  for (std::size_t i = 0; i < states.size(); ++i) BindText(s, static_cast<int>(i + 1), states[i]);
+  std::vector<PendingRecord> out;
+  int rc;
+  while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
+    auto r = ReadPending(s);
+    if (!r) return Error{r.error()};
+    out.push_back(std::move(r.value()));
+  }
+  if (rc != SQLITE_DONE) return Error{DbError(d.db.get(), "list requests")};
+  return out;
+}
+
+Result<std::optional<PendingRecord>> KeyStore::FindByIdempotencyKey(
+    std::string_view requester, std::string_view idempotency_key, std::string_view op_sha256) {
+  Impl& d = *impl_;
+  std::lock_guard<std::mutex> lock(d.mu);
+  auto st = d.Prepare((std::string("SELECT ") + kPendingColumns +
+                       " FROM pending_requests WHERE requester = ?1 AND idempotency_key = ?2 "
+                       "AND op_sha256 = ?3 ORDER BY created_at DESC LIMIT 1")
+                          .c_str());
+  if (!st) return Error{st.error()};
+  sqlite3_stmt* s = st->get();
+  BindText(s, 1, std::string(requester));
+  BindText(s, 2, std::string(idempotency_key));
+  BindText(s, 3, std::string(op_sha256));
+  const int rc = sqlite3_step(s);
+  if (rc == SQLITE_DONE) return std::optional<PendingRecord>();
+  if (rc != SQLITE_ROW) return Error{DbError(d.db.get(), "find request")};
+  auto r = ReadPending(s);
+  if (!r) return Error{r.error()};
+  return std::optional<PendingRecord>(std::move(r.value()));
+}
+
+Result<KeyStore::InsertResult> KeyStore::InsertVote(const VoteRecord& v) {
+  Impl& d = *impl_;
+  std::lock_guard<std::mutex> lock(d.mu);
+  auto st = d.Prepare(
+      "INSERT INTO votes(request_id, officer, decision, statement, signature, reason, time, "
+      "received_at, submitted_by) VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9) "
+      "ON CONFLICT(request_id, officer) DO NOTHING");
+  if (!st) return Error{st.error()};
+  sqlite3_stmt* s = st->get();
+  BindText(s, 1, v.request_id);
+  BindText(s, 2, v.officer);
+  BindText(s, 3, v.decision);
+  BindBytes(s, 4, v.statement);
+  BindBytes(s, 5, v.signature);
+  BindText(s, 6, v.reason);
+  BindText(s, 7, v.time);
+  sqlite3_bind_int64(s, 8, v.received_at);
+  BindText(s, 9, v.submitted_by);
+  if (sqlite3_step(s) != SQLITE_DONE) return Error{DbError(d.db.get(), "insert vote")};
+  return sqlite3_changes(d.db.get()) == 0 ? InsertResult::kAlreadyExists : InsertResult::kInserted;
+}
+
+Result<std::vector<VoteRecord>> KeyStore::Votes(std::string_view request_id) {
+  Impl& d = *impl_;
+  std::lock_guard<std::mutex> lock(d.mu);
+  auto st = d.Prepare(
+      "SELECT request_id, officer, decision, statement, signature, reason, time, received_at, "
+      "submitted_by FROM votes WHERE request_id = ?1 ORDER BY rowid");
+  if (!st) return Error{st.error()};
+  sqlite3_stmt* s = st->get();
+  BindText(s, 1, std::string(request_id));
+  std::vector<VoteRecord> out;
+  int rc;
+  while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
+    VoteRecord v;
+    v.request_id = ColumnText(s, 0);
+    v.officer = ColumnText(s, 1);
+    v.decision = ColumnText(s, 2);
+    v.statement = ColumnBytes(s, 3);
+    v.signature = ColumnBytes(s, 4);
+    v.reason = ColumnText(s, 5);
+    v.time = ColumnText(s, 6);
+    v.received_at = sqlite3_column_int64(s, 7);
+    v.submitted_by = ColumnText(s, 8);
+    out.push_back(std::move(v));
+  }
+  if (rc != SQLITE_DONE) return Error{DbError(d.db.get(), "read votes")};
+  return out;
+}
+
+Result<void> KeyStore::ActivatePolicy(const PolicyRecord& policy) {
+  Impl& d = *impl_;
+  std::lock_guard<std::mutex> lock(d.mu);
+  if (auto r = d.Step(d.begin.get(), "begin transaction"); !r) return r;
+  StoreChange change;
+  change.activate_policy = &policy;
+  auto applied = d.ApplyChange(change);
+  Result<void> r = applied ? Result<void>() : Result<void>(Error{applied.error()});
+  if (r) r = d.Step(d.commit.get(), "commit");
+  if (!r) (void)d.Step(d.rollback.get(), "rollback");
+  return r;
+}
+
+Result<std::optional<PolicyRecord>> KeyStore::ActivePolicy() {
+  Impl& d = *impl_;
+  std::lock_guard<std::mutex> lock(d.mu);
+  auto st = d.Prepare(
+      "SELECT version, text, sha256, activated_at, request_id, proposed_by, approved_by, active "
+      "FROM policies WHERE active != 0 ORDER BY version DESC LIMIT 1");
+  if (!st) return Error{st.error()};
+  sqlite3_stmt* s = st->get();
+  const int rc = sqlite3_step(s);
+  if (rc == SQLITE_DONE) return std::optional<PolicyRecord>();
+  if (rc != SQLITE_ROW) return Error{DbError(d.db.get(), "read active policy")};
+  PolicyRecord p;
+  p.version = static_cast<std::uint64_t>(sqlite3_column_int64(s, 0));
+  p.text = ColumnBytes(s, 1);
+  p.sha256 = ColumnText(s, 2);
+  p.activated_at = sqlite3_column_int64(s, 3);
+  p.request_id = ColumnText(s, 4);
+  p.proposed_by = ColumnText(s, 5);
+  const std::string approved = ColumnText(s, 6);
+  if (!approved.empty()) {
+    for (auto a : Split(approved, '\n')) p.approved_by.emplace_back(a);
+  }
+  p.active = sqlite3_column_int64(s, 7) != 0;
+  return std::optional<PolicyRecord>(std::move(p));
 }
 
 }  // namespace custos::service

@@ -36,10 +36,31 @@ std::string_view OpName(const v1::Request& r) {
       return "mark_compromised";
     case v1::Request::kAuditCheckpoint:
       return "audit_checkpoint";
+    case v1::Request::kListRequests:
+      return "list_requests";
+    case v1::Request::kGetRequest:
+      return "get_request";
+    case v1::Request::kSubmitApproval:
+      return "submit_approval";
+    case v1::Request::kProposePolicy:
+      return "propose_policy";
+    case v1::Request::kGetPolicy:
+      return "get_policy";
     case v1::Request::OP_NOT_SET:
       break;
   }
   return "unknown";
+}
+
+std::string_view StatementRequestId(std::string_view statement) {
+  // The second line of a canonical statement (policy/approval.h); the core
+  // parses it strictly, this only names the request in logs and records.
+  constexpr std::string_view kLine = "custos-approval-v1\nrequest-id: ";
+  if (statement.substr(0, kLine.size()) != kLine) return "";
+  statement.remove_prefix(kLine.size());
+  const auto end = statement.find('\n');
+  if (end == std::string_view::npos || end > 128) return "";
+  return statement.substr(0, end);
 }
 
 std::string_view KeyOf(const v1::Request& r) {
@@ -64,6 +85,13 @@ std::string_view KeyOf(const v1::Request& r) {
       return r.destroy_key().key();
     case v1::Request::kMarkCompromised:
       return r.mark_compromised().key();
+    case v1::Request::kGetRequest:
+      return r.get_request().id();
+    case v1::Request::kSubmitApproval:
+      return StatementRequestId(r.submit_approval().statement());
+    case v1::Request::kProposePolicy:
+    case v1::Request::kGetPolicy:
+      return "policy";
     default:
       return "";
   }
@@ -105,8 +133,9 @@ std::string ResultKey(const v1::Response& r) {
 
 bool NeedsIntent(std::string_view op) {
   static constexpr std::string_view kNoIntent[] = {
-      "ping",    "sign",           "sign_batch",       "list_keys",
-      "get_key", "get_public_key", "audit_checkpoint", "unknown"};
+      "ping",        "sign",           "sign_batch",       "list_keys",
+      "get_key",     "get_public_key", "audit_checkpoint", "list_requests",
+      "get_request", "get_policy",     "unknown"};
   for (auto o : kNoIntent) {
     if (o == op) return false;
   }

@@ -13,8 +13,12 @@ namespace custos::service::request_info {
 
 // "sign", "create_key", ...; "unknown" when the request names no operation.
 std::string_view OpName(const custos::v1::Request& r);
-// The key (or "name@version") the request names; "" when it names none.
+// The key (or "name@version") the request names; "" when it names none. For
+// get_request and submit_approval the request id ("rq-…"), for
+// propose_policy and get_policy "policy".
 std::string_view KeyOf(const custos::v1::Request& r);
+// The request id a (canonical) approval statement names, or "".
+std::string_view StatementRequestId(std::string_view statement);
 // Lowercase hex SHA-256 of `data`.
 std::string Sha256Hex(std::string_view data);
 // SHA-256 of the request's operation: the oneof message, serialized again

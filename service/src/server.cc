@@ -189,6 +189,8 @@ class Connection : public std::enable_shared_from_this<Connection> {
     std::string key;
     std::string trace_id;
     std::string op_sha256;
+    // submit_approval: the statement submitted, to find its vote in the answer.
+    std::string statement;
     Clock::time_point received;
   };
 
@@ -375,6 +377,9 @@ class Connection : public std::enable_shared_from_this<Connection> {
     meta.key = std::string(Bounded(KeyOf(*req)));
     meta.trace_id = std::string(Bounded(req->trace_id()));
     if (srv_.opts.audit) meta.op_sha256 = OpSha256(*req);
+    if (req->op_case() == v1::Request::kSubmitApproval) {
+      meta.statement = req->submit_approval().statement();
+    }
     meta.received = Clock::now();
     ++inflight_;
 
@@ -499,6 +504,20 @@ class Connection : public std::enable_shared_from_this<Connection> {
     f.op_sha256 = meta.op_sha256;
     f.outcome = v1::StatusCode_Name(resp.status().code());
     if (resp.status().code() != v1::OK) f.error = resp.status().message();
+    if (resp.has_pending()) {
+      const v1::PendingRequestInfo& p = resp.pending();
+      f.quorum_request = p.id();
+      // An accepted vote: the evidence to check it offline (docs/quorum.md).
+      if (meta.op == "submit_approval" && resp.status().code() == v1::OK) {
+        for (const auto& v : p.votes()) {
+          if (v.statement() != meta.statement) continue;
+          f.approvals.push_back(
+              v.officer() + " " + v.decision() + " " + v.time() + " " + p.digest() + " " +
+              audit::Hex({reinterpret_cast<const std::uint8_t*>(v.signature().data()),
+                          v.signature().size()}));
+        }
+      }
+    }
     return f;
   }
 

@@ -118,8 +118,9 @@ class CoreTest : public testing::Test {
     ASSERT_TRUE(token.ok()) << token.error().message();
     auto store = KeyStore::Open((dir_ / "custos.db").string());
     ASSERT_TRUE(store.ok()) << store.error();
-    auto core = SigningCore::Create(std::move(token.value()), MustParse(kPolicy),
-                                    std::move(store.value()), limits, logger_);
+    auto core =
+        SigningCore::Create(std::move(token.value()), MustParse(kPolicy), std::string(kPolicy),
+                            std::move(store.value()), limits, logger_);
     ASSERT_TRUE(core.ok()) << core.error();
     core_ = std::move(core.value());
   }

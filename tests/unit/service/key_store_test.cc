@@ -200,5 +200,170 @@ TEST(KeyStateTest, NamesRoundTrip) {
   EXPECT_FALSE(ParseKeyState("Active").has_value());
 }
 
+// A database as schema 1 (issue 3) wrote it.
+constexpr const char* kSchema1Database = R"sql(
+CREATE TABLE keys (
+  name TEXT PRIMARY KEY NOT NULL,
+  key_type TEXT NOT NULL,
+  usage TEXT NOT NULL,
+  active_version INTEGER NOT NULL,
+  created_at INTEGER NOT NULL
+);
+CREATE TABLE key_versions (
+  name TEXT NOT NULL REFERENCES keys(name),
+  version INTEGER NOT NULL,
+  state TEXT NOT NULL CHECK (state IN
+    ('pre-activation', 'active', 'deactivated', 'compromised', 'destroyed')),
+  created_at INTEGER NOT NULL,
+  token_label TEXT NOT NULL,
+  token_id BLOB NOT NULL,
+  spki_der BLOB NOT NULL,
+  expires_at INTEGER NOT NULL DEFAULT 0,
+  state_changed_at INTEGER NOT NULL DEFAULT 0,
+  PRIMARY KEY (name, version)
+);
+INSERT INTO keys VALUES('old', 'ec-p256', 'code-signing', 1, 1700000000);
+INSERT INTO key_versions VALUES('old', 1, 'active', 1700000000, 'custos:old@1', x'0102', x'3000',
+  1900000000, 1700000001);
+PRAGMA user_version=1;
+)sql";
+
+PendingRecord SamplePending(const std::string& id) {
+  PendingRecord r;
+  r.id = id;
+  r.requester = "spiffe://test/builder";
+  r.operation = "sign";
+  r.key = "release@1";
+  r.canonical = std::string("custos-request-v1\nid: ") + id + "\n";
+  r.digest = "sha256:00";
+  r.summary = "sign release@1";
+  r.created_at = 1700000000;
+  r.expires_at = 1700086400;
+  r.policy_version = 3;
+  policy::QuorumRequirement q;
+  q.rule = "release\tsigning%";
+  q.group = "officers";
+  q.threshold = 2;
+  q.deny_rejects = false;
+  q.expiry = std::chrono::seconds(600);
+  r.requirements = {q, q};
+  r.requirements[1].rule = "second";
+  r.request = std::string("\x00\x01op", 4);
+  r.idempotency_key = "idem-1";
+  r.op_sha256 = "abc";
+  return r;
+}
+
+TEST_F(KeyStoreTest, UpgradesASchema1DatabaseToQuorumTables) {
+  const std::string path = dir_ + "/custos.db";
+  RawSql(path, kSchema1Database);
+  auto store = KeyStore::Open(path);
+  ASSERT_TRUE(store.ok()) << store.error();
+  auto keys = (*store)->LoadAll();
+  ASSERT_TRUE(keys.ok()) << keys.error();
+  ASSERT_EQ(keys->size(), 1u);
+  EXPECT_EQ((*keys)[0].versions[0].expires_at, 1900000000);
+  EXPECT_EQ((*keys)[0].versions[0].state_changed_at, 1700000001);
+  auto none = (*store)->ActivePolicy();
+  ASSERT_TRUE(none.ok()) << none.error();
+  EXPECT_FALSE(none->has_value());
+  ASSERT_TRUE((*store)->InsertPending(SamplePending("rq-1")).ok());
+  auto got = (*store)->GetPending("rq-1");
+  ASSERT_TRUE(got.ok()) << got.error();
+  ASSERT_TRUE(got->has_value());
+}
+
+TEST_F(KeyStoreTest, PendingRequestsVotesAndPolicies) {
+  auto store = KeyStore::Open(dir_ + "/custos.db");
+  ASSERT_TRUE(store.ok()) << store.error();
+  KeyStore& s = **store;
+  // A request and the key it made, together.
+  KeyRecord made = Sample("release");
+  made.versions[0].state = KeyState::kPreActivation;
+  made.active_version = 0;
+  StoreChange change;
+  change.insert_key = &made;
+  auto inserted = s.InsertPending(SamplePending("rq-a"), change);
+  ASSERT_TRUE(inserted.ok()) << inserted.error();
+  EXPECT_EQ(*inserted, KeyStore::InsertResult::kInserted);
+  // The key name is taken: nothing of the second request is written.
+  auto again = s.InsertPending(SamplePending("rq-b"), change);
+  ASSERT_TRUE(again.ok()) << again.error();
+  EXPECT_EQ(*again, KeyStore::InsertResult::kAlreadyExists);
+  EXPECT_FALSE(s.GetPending("rq-b")->has_value());
+
+  auto got = s.GetPending("rq-a");
+  ASSERT_TRUE(got.ok() && got->has_value());
+  const PendingRecord& r = **got;
+  EXPECT_EQ(r.requirements, SamplePending("rq-a").requirements);
+  EXPECT_EQ(r.request, std::string("\x00\x01op", 4));
+  EXPECT_EQ(r.state, "pending");
+  EXPECT_FALSE(r.audit_done);
+
+  auto found = s.FindByIdempotencyKey("spiffe://test/builder", "idem-1", "abc");
+  ASSERT_TRUE(found.ok() && found->has_value());
+  EXPECT_EQ((*found)->id, "rq-a");
+  EXPECT_FALSE(s.FindByIdempotencyKey("spiffe://test/other", "idem-1", "abc")->has_value());
+  EXPECT_FALSE(s.FindByIdempotencyKey("spiffe://test/builder", "idem-1", "abd")->has_value());
+
+  VoteRecord v;
+  v.request_id = "rq-a";
+  v.officer = "alice";
+  v.decision = "approve";
+  v.statement = "statement";
+  v.signature = std::string("\x00sig", 4);
+  v.time = "2026-01-01T00:00:00Z";
+  EXPECT_EQ(s.InsertVote(v).value(), KeyStore::InsertResult::kInserted);
+  EXPECT_EQ(s.InsertVote(v).value(), KeyStore::InsertResult::kAlreadyExists);
+  v.officer = "bob";
+  v.decision = "deny";
+  EXPECT_EQ(s.InsertVote(v).value(), KeyStore::InsertResult::kInserted);
+  auto votes = s.Votes("rq-a");
+  ASSERT_TRUE(votes.ok()) << votes.error();
+  ASSERT_EQ(votes->size(), 2u);
+  EXPECT_EQ((*votes)[0].officer, "alice");
+  EXPECT_EQ((*votes)[0].signature, std::string("\x00sig", 4));
+
+  // Conditional state change with the key change in the same transaction.
+  made.versions[0].state = KeyState::kActive;
+  made.active_version = 1;
+  StoreChange activate;
+  activate.update_key = &made;
+  const std::string result = "result-bytes";
+  PendingUpdate wrong{"rq-a", {"approved"}, "executed", "", &result, false};
+  EXPECT_FALSE(s.UpdatePending(wrong, activate).value());
+  EXPECT_EQ(s.LoadAll().value()[0].versions[0].state, KeyState::kPreActivation);
+  PendingUpdate right{"rq-a", {"pending", "approved"}, "executed", "", &result, true};
+  EXPECT_TRUE(s.UpdatePending(right, activate).value());
+  EXPECT_EQ(s.LoadAll().value()[0].versions[0].state, KeyState::kActive);
+  auto after = s.GetPending("rq-a");
+  EXPECT_EQ((*after)->state, "executed");
+  EXPECT_EQ((*after)->result, "result-bytes");
+  EXPECT_TRUE((*after)->audit_done);
+
+  ASSERT_TRUE(s.InsertPending(SamplePending("rq-c")).ok());
+  auto pending = s.ListPending({"pending"});
+  ASSERT_TRUE(pending.ok());
+  ASSERT_EQ(pending->size(), 1u);
+  EXPECT_EQ((*pending)[0].id, "rq-c");
+  EXPECT_EQ(s.ListPending()->size(), 2u);
+
+  PolicyRecord p1;
+  p1.version = 1;
+  p1.text = "version: 1";
+  p1.sha256 = "aa";
+  p1.request_id = "bootstrap";
+  ASSERT_TRUE(s.ActivatePolicy(p1).ok());
+  PolicyRecord p2 = p1;
+  p2.version = 2;
+  p2.request_id = "rq-a";
+  p2.approved_by = {"alice", "carol"};
+  ASSERT_TRUE(s.ActivatePolicy(p2).ok());
+  auto active = s.ActivePolicy();
+  ASSERT_TRUE(active.ok() && active->has_value());
+  EXPECT_EQ((*active)->version, 2u);
+  EXPECT_EQ((*active)->approved_by, (std::vector<std::string>{"alice", "carol"}));
+}
+
 }  // namespace
 }  // namespace custos::service

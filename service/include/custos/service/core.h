@@ -29,14 +29,32 @@
 // versions missing from the token and token objects no version names. It
 // never deletes anything on its own.
 //
+// Quorum (docs/quorum.md): after the policy check, an operation a quorum rule
+// covers (policy::QuorumPolicy::QuorumFor) becomes a pending request in the
+// store and is answered PENDING_APPROVAL with Response.pending. create_key and
+// rotate_key generate the new version now, in state pre-activation; the rest
+// change nothing until executed. Officers' votes (submit_approval) are
+// verified and counted; when every rule has its threshold the core executes
+// the stored operation exactly once (intent audit record, state executing,
+// then one store transaction: executed + result + key change, then the
+// outcome's audit record), also across a restart (ResumeQuorum). A denial,
+// expiry or invalidation (policy changed) destroys a pre-activation version
+// made for the request. The policy itself is versioned in the store and
+// replaced through propose_policy.
+//
 // Thread safety: Handle() may be called from many threads at once. Key
-// metadata is cached in memory under a reader-writer lock; signing never reads
-// the store. Lifecycle changes are serialised among themselves; a signature
-// racing a state change is ordered before it.
+// metadata and the active policy are cached in memory under a reader-writer
+// lock; signing never reads the store. Lifecycle changes are serialised among
+// themselves; a signature racing a state change is ordered before it. Quorum
+// operations (pending requests, votes, executions, policy changes) are
+// serialised on their own mutex, taken before the lifecycle one.
 #pragma once
 
+#include <chrono>
+#include <condition_variable>
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -45,10 +63,13 @@
 #include <span>
 #include <string>
 #include <string_view>
+#include <thread>
 #include <vector>
 
 #include "custos/pkcs11/token.h"
 #include "custos/policy/policy.h"
+#include "custos/policy/quorum.h"
+#include "custos/service/audit_sink.h"
 #include "custos/service/handler.h"
 #include "custos/service/key_lifecycle.h"
 #include "custos/service/key_store.h"
@@ -60,6 +81,12 @@ namespace custos::service {
 struct CoreLimits {
   std::size_t max_message_bytes = 65536;  // Ed25519 messages
   std::size_t max_batch_items = 1024;
+  // How often ResumeQuorum()'s sweeper expires pending requests and retries
+  // executions that could not finish (audit log down); 0: no sweeper.
+  std::chrono::seconds quorum_sweep_interval{30};
+  // Seconds since the Unix epoch for quorum times (creation, expiry, statement
+  // skew); unset: the system clock. Tests move it.
+  std::function<std::int64_t()> clock;
 };
 
 class SigningCore final : public RequestHandler {
@@ -68,11 +95,37 @@ class SigningCore final : public RequestHandler {
   // token still holds each active version (a missing one is logged, not
   // fatal: signing with it reports the token's error). `logger` must outlive
   // the core.
+  //
+  // `policy` is the configured policy file, parsed, and `policy_text` its
+  // bytes. The store's active policy wins over it (docs/quorum.md): at first
+  // start the file is imported ("bootstrap"); later, a file that differs is
+  // ignored with a warning when the active policy has a POLICY_CHANGE quorum
+  // rule, replaces it when its version is higher ("file"), and is a start
+  // error otherwise.
   static Result<std::unique_ptr<SigningCore>> Create(std::unique_ptr<pkcs11::Token> token,
-                                                     policy::Policy policy,
+                                                     policy::Policy policy, std::string policy_text,
                                                      std::unique_ptr<KeyStore> store,
                                                      CoreLimits limits, Logger& logger);
   ~SigningCore() override;
+
+  // Where the core writes the audit records of quorum executions and policy
+  // imports. Call before ResumeQuorum(); `sink` must outlive the core (or be
+  // reset to null first).
+  void SetAuditSink(AuditSink* sink);
+
+  // Once at start, after the audit log is open: records the policy import (if
+  // any), invalidates pending requests judged under another policy version,
+  // expires overdue ones, finishes executions a restart interrupted (exactly
+  // once: every execution is idempotent) and writes missing outcome records,
+  // then starts the sweeper (CoreLimits::quorum_sweep_interval).
+  Result<void> ResumeQuorum();
+
+  // Expires overdue pending requests and retries stuck executions. The
+  // sweeper calls it; tests may too. Thread-safe.
+  void SweepQuorum();
+
+  // The active policy's version.
+  std::uint64_t policy_version() const;
 
   custos::v1::Response Handle(std::string_view principal, std::string_view peer,
                               const custos::v1::Request& request) override;
@@ -106,21 +159,83 @@ class SigningCore final : public RequestHandler {
   struct CachedKey;
   struct Resolved;
 
+  struct QueueSpec;
+  struct Outcome;
+
   SigningCore(std::unique_ptr<pkcs11::Token> token, policy::Policy policy,
               std::unique_ptr<KeyStore> store, CoreLimits limits, Logger& logger);
 
-  void HandleSign(std::string_view principal, const custos::v1::SignRequest& req,
+  void HandleSign(std::string_view principal, const custos::v1::Request& request,
                   custos::v1::Response& resp);
-  void HandleSignBatch(std::string_view principal, const custos::v1::SignBatchRequest& req,
+  void HandleSignBatch(std::string_view principal, const custos::v1::Request& request,
                        custos::v1::Response& resp);
-  void HandleCreateKey(std::string_view principal, const custos::v1::CreateKeyRequest& req,
+  void HandleCreateKey(std::string_view principal, const custos::v1::Request& request,
                        custos::v1::Response& resp);
   void HandleListKeys(std::string_view principal, const custos::v1::ListKeysRequest& req,
                       custos::v1::Response& resp);
-  void HandleRotateKey(std::string_view principal, const custos::v1::RotateKeyRequest& req,
+  void HandleRotateKey(std::string_view principal, const custos::v1::Request& request,
                        custos::v1::Response& resp);
   void HandleKeyAction(std::string_view principal, KeyAction action,
-                       const custos::v1::KeyVersionRequest& req, custos::v1::Response& resp);
+                       const custos::v1::Request& request, custos::v1::Response& resp);
+  // Checks `action` on version `version` of `current` at `now` and returns
+  // the key after it (token objects destroyed first for kDestroy). A version
+  // already in the action's target state is returned unchanged (idempotent
+  // re-execution) when `idempotent`.
+  bool PrepareKeyAction(KeyAction action, const CachedKey& current, std::uint32_t version,
+                        std::int64_t now, bool idempotent, std::shared_ptr<CachedKey>* updated,
+                        custos::v1::Status* status);
+
+  // Quorum (quorum_core.cc).
+  void HandleListRequests(std::string_view principal, const custos::v1::ListRequestsRequest& req,
+                          custos::v1::Response& resp);
+  void HandleGetRequest(std::string_view principal, const custos::v1::GetRequestRequest& req,
+                        custos::v1::Response& resp);
+  void HandleSubmitApproval(std::string_view principal,
+                            const custos::v1::SubmitApprovalRequest& req,
+                            custos::v1::Response& resp);
+  void HandleProposePolicy(std::string_view principal, const custos::v1::Request& request,
+                           custos::v1::Response& resp);
+  void HandleGetPolicy(std::string_view principal, custos::v1::Response& resp);
+  // The active policy (shared, immutable).
+  std::shared_ptr<const policy::Policy> CurrentPolicy() const;
+  std::int64_t QuorumNow() const;
+  // The quorum rules covering `query` under `policy`; when some do, locks
+  // `quorum_lock` and checks that the policy did not change meanwhile
+  // (UNAVAILABLE, retryable, if it did). False when refused.
+  bool QuorumCheck(const policy::Policy& policy, const policy::QuorumQuery& query,
+                   std::unique_lock<std::mutex>& quorum_lock,
+                   std::vector<policy::QuorumRequirement>* requirements,
+                   custos::v1::Status* status);
+  // With an idempotency key that names an earlier request of the same
+  // principal and operation: answers with it and returns true.
+  bool AnswerIdempotent(std::string_view principal, const custos::v1::Request& request,
+                        custos::v1::Response& resp);
+  // Stores a new pending request (with `change`, in one transaction) and
+  // answers PENDING_APPROVAL. False (status filled) when nothing was stored.
+  bool Enqueue(std::string_view principal, const custos::v1::Request& request,
+               std::uint64_t policy_version, std::vector<policy::QuorumRequirement> requirements,
+               QueueSpec spec, const StoreChange& change, custos::v1::Response& resp);
+  // Counts the votes of `rec` under `policy`.
+  policy::Tally CountVotes(const PendingRecord& rec, const std::vector<VoteRecord>& votes,
+                           const policy::Policy& policy) const;
+  void FillInfo(const PendingRecord& rec, const std::vector<VoteRecord>& votes,
+                std::string_view principal, bool full, custos::v1::PendingRequestInfo* info) const;
+  bool MayRead(std::string_view principal, const PendingRecord& rec,
+               const policy::Policy& policy) const;
+  // The rest need quorum_mu_ held.
+  // Moves `rec` from one of `from` to a final failure state (denied, expired,
+  // invalidated, failed), destroying a pre-activation version made for it.
+  void Abandon(const PendingRecord& rec, std::vector<std::string> from, const std::string& state,
+               const std::string& reason);
+  // Runs an approved (or interrupted, executing) request; see core.h top.
+  void Execute(const std::string& id);
+  Outcome RunOperation(const PendingRecord& rec);
+  // Writes the outcome record of an executed/failed request and marks it done.
+  void AuditOutcome(const PendingRecord& rec);
+  audit::RequestFields RecordOf(const PendingRecord& rec, std::string_view kind) const;
+  void InvalidateOthers(std::uint64_t new_version, const std::string& except_id);
+  void ExpireOverdue();
+  void SweeperLoop();
   void LogReconcile(const ReconcileReport& report) const;
   // Writes `key` to the store, then makes it the cached copy.
   bool Commit(std::shared_ptr<CachedKey> key, custos::v1::Status* status);
@@ -134,24 +249,39 @@ class SigningCore final : public RequestHandler {
   bool Resolve(std::string_view principal, policy::Operation op, std::string_view key_text,
                std::string_view algorithm_text, Resolved* out, custos::v1::Status* status) const;
   // Policy for an operation on `name`; `key` is null when no such key exists.
-  bool Authorize(std::string_view principal, policy::Operation op, std::string_view name,
-                 const CachedKey* key, std::string_view algorithm,
+  bool Authorize(std::string_view principal, const policy::Policy& policy, policy::Operation op,
+                 std::string_view name, const CachedKey* key, std::string_view algorithm,
                  custos::v1::Status* status) const;
   std::shared_ptr<const CachedKey> Find(std::string_view name) const;
+  // As Find(), also taking the active policy under the same lock.
+  std::shared_ptr<const CachedKey> Find(std::string_view name,
+                                        std::shared_ptr<const policy::Policy>* policy) const;
   static void FillKeyInfo(const CachedKey& key, custos::v1::KeyInfo* info,
                           const ReconcileReport* check = nullptr);
 
   const std::unique_ptr<pkcs11::Token> token_;
-  const policy::Policy policy_;
   const std::unique_ptr<KeyStore> store_;
   const CoreLimits limits_;
   Logger& logger_;
+  AuditSink* audit_sink_ = nullptr;
+  // Audit records of start-up policy imports, written by ResumeQuorum().
+  std::vector<audit::RequestFields> startup_records_;
+
+  // Serialises quorum operations (taken before lifecycle_mu_ and mu_).
+  std::mutex quorum_mu_;
 
   mutable std::shared_mutex mu_;
+  std::shared_ptr<const policy::Policy> policy_;                               // GUARDED_BY(mu_)
   std::map<std::string, std::shared_ptr<const CachedKey>, std::less<>> keys_;  // GUARDED_BY(mu_)
   std::set<std::string, std::less<>> creating_;                                // GUARDED_BY(mu_)
   // Serialises rotate and state changes (each reads, changes and writes one key).
   std::mutex lifecycle_mu_;
+
+  // The sweeper thread (ResumeQuorum) and its stop signal.
+  std::mutex sweeper_mu_;
+  std::condition_variable sweeper_cv_;
+  bool stopping_ = false;  // GUARDED_BY(sweeper_mu_)
+  std::thread sweeper_;
 };
 
 }  // namespace custos::service

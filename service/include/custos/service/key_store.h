@@ -1,11 +1,17 @@
-// The key metadata store: SQLite at STATE_DIR/custos.db (WAL,
-// synchronous=FULL). Holds names, types, usages and, per version, the state,
-// crypto-period, the token object's CKA_LABEL, CKA_ID and public key. Never
-// holds private key material.
+// The state store: SQLite at STATE_DIR/custos.db (WAL, synchronous=FULL).
+// Holds key metadata (names, types, usages and, per version, the state,
+// crypto-period, the token object's CKA_LABEL, CKA_ID and public key), the
+// quorum's pending requests and officers' votes, and the policy versions.
+// Never holds private key material.
 //
 // Schema versions (PRAGMA user_version), upgraded in place by Open():
 //   0: keys, key_versions (issue 2);
-//   1: key_versions gains expires_at and state_changed_at (0 = none/unknown).
+//   1: key_versions gains expires_at and state_changed_at (0 = none/unknown);
+//   2: pending_requests, votes, policies (quorum, issue 4).
+//
+// Key changes that belong to a pending request's state change (activating a
+// version when the request executes, destroying it when it is denied) are
+// written in the same transaction as that state change (StoreChange).
 //
 // Thread safety: a KeyStore may be used from many threads; calls are
 // serialised on an internal mutex. The signing hot path does not read it: the
@@ -19,6 +25,7 @@
 #include <string_view>
 #include <vector>
 
+#include "custos/policy/quorum.h"
 #include "custos/service/result.h"
 
 namespace custos::service {
@@ -50,6 +57,74 @@ struct KeyRecord {
   std::vector<KeyVersionRecord> versions;  // ascending by version
 };
 
+// One quorum request (table pending_requests). States: "pending",
+// "approved" (threshold reached, not yet run), "executing", "executed",
+// "denied", "expired", "invalidated", "failed".
+struct PendingRecord {
+  std::string id;         // "rq-" + 32 hex
+  std::string requester;  // principal
+  std::string operation;  // "sign", "create-key", ... (PendingRequestInfo.operation)
+  std::string key;        // "name@version" or ""
+  std::string canonical;  // pending_request.h encoding
+  std::string digest;     // "sha256:<hex>" of canonical
+  std::string payload;    // e.g. a proposed policy's text
+  std::string summary;
+  std::int64_t created_at = 0;
+  std::int64_t expires_at = 0;
+  std::string state = "pending";
+  std::string state_reason;
+  std::uint64_t policy_version = 0;
+  std::vector<policy::QuorumRequirement> requirements;
+  std::string request;  // serialized custos.v1.Request (the operation to run)
+  std::string idempotency_key;
+  std::string op_sha256;  // request_info::OpSha256 of `request`, for idempotency
+  std::string result;     // serialized custos.v1.Response once executed
+  bool audit_done = false;
+};
+
+// One officer's vote (table votes), exactly as submitted and verified.
+struct VoteRecord {
+  std::string request_id;
+  std::string officer;
+  std::string decision;  // "approve" | "deny"
+  std::string statement;
+  std::string signature;
+  std::string reason;
+  std::string time;  // the statement's "YYYY-MM-DDTHH:MM:SSZ"
+  std::int64_t received_at = 0;
+  std::string submitted_by;  // principal that carried it
+};
+
+// One policy version (table policies). At most one is active.
+struct PolicyRecord {
+  std::uint64_t version = 0;
+  std::string text;
+  std::string sha256;  // lowercase hex of text
+  std::int64_t activated_at = 0;
+  std::string request_id;  // "bootstrap", "file" or "rq-…"
+  std::string proposed_by;
+  std::vector<std::string> approved_by;
+  bool active = false;
+};
+
+// Changes written together with a pending request's insert or state change.
+struct StoreChange {
+  const KeyRecord* insert_key = nullptr;  // a new key (kAlreadyExists if the name is taken)
+  const KeyRecord* update_key = nullptr;  // as UpdateKey()
+  // Inserted (or replaced, same version) and made the only active policy.
+  const PolicyRecord* activate_policy = nullptr;
+};
+
+// A conditional state change of one pending request.
+struct PendingUpdate {
+  std::string id;
+  std::vector<std::string> from_states;  // applies only in one of these
+  std::string to_state;
+  std::string reason;
+  const std::string* result = nullptr;  // sets result when non-null
+  bool audit_done = false;              // sets audit_done = 1 when true
+};
+
 class KeyStore {
  public:
   // Opens (creating if needed) the database at `path` and its schema,
@@ -58,7 +133,7 @@ class KeyStore {
   static Result<std::unique_ptr<KeyStore>> Open(const std::string& path);
 
   // The schema version this build writes.
-  static constexpr int kSchemaVersion = 1;
+  static constexpr int kSchemaVersion = 2;
   ~KeyStore();
   KeyStore(const KeyStore&) = delete;
   KeyStore& operator=(const KeyStore&) = delete;
@@ -75,6 +150,32 @@ class KeyStore {
 
   // Every key with its versions, ordered by name.
   Result<std::vector<KeyRecord>> LoadAll();
+
+  // --- Quorum: pending requests, votes, policies (schema 2). ---
+
+  // Writes `change` and then inserts `rec`, in one transaction. kAlreadyExists
+  // (nothing written) when change.insert_key names an existing key.
+  Result<InsertResult> InsertPending(const PendingRecord& rec, const StoreChange& change = {});
+  // Applies `update` if the request is in one of its from_states, together
+  // with `change`, in one transaction. False (nothing written) when the
+  // request does not exist or is in another state.
+  Result<bool> UpdatePending(const PendingUpdate& update, const StoreChange& change = {});
+  Result<std::optional<PendingRecord>> GetPending(std::string_view id);
+  // Requests in `states` (every state when empty), newest first.
+  Result<std::vector<PendingRecord>> ListPending(const std::vector<std::string>& states = {});
+  // The request `requester` made with `idempotency_key` for the same
+  // operation (op_sha256), in any state.
+  Result<std::optional<PendingRecord>> FindByIdempotencyKey(std::string_view requester,
+                                                            std::string_view idempotency_key,
+                                                            std::string_view op_sha256);
+  // kAlreadyExists when the officer already voted on the request.
+  Result<InsertResult> InsertVote(const VoteRecord& vote);
+  // A request's votes in arrival order.
+  Result<std::vector<VoteRecord>> Votes(std::string_view request_id);
+
+  // Inserts (or replaces) the policy and makes it the only active one.
+  Result<void> ActivatePolicy(const PolicyRecord& policy);
+  Result<std::optional<PolicyRecord>> ActivePolicy();
 
  private:
   struct Impl;
