@@ -312,8 +312,10 @@ std::optional<Failure> Session::Vote(const std::string& ref, policy::ApprovalDec
   if (!confirmed) {
     std::printf("Type yes to %s %s ", verb, TerminalSafe(id).c_str());
     std::string answer;
-    if (!ReadLine(&answer) || Trim(answer) != "yes") {
-      if (std::cin.eof()) std::printf("\n");
+    const bool answered = ReadLine(&answer);
+    // A terminal echoes the answer and its newline; a pipe does not.
+    if (!answered || !isatty(STDIN_FILENO)) std::printf("\n");
+    if (!answered || Trim(answer) != "yes") {
       return Failure{kExitCancelled, std::string("cancelled: ") + TerminalSafe(id) + " not " +
                                          (approve ? "approved" : "denied") + ", nothing signed"};
     }

@@ -1,5 +1,5 @@
 // custos-officer: a security officer's view of pending quorum requests and
-// their approve/deny votes (docs/quorum.md, "The officer console").
+// their approve/deny votes (docs/operations.md "Quorum", docs/quorum.md).
 #pragma once
 
 #include <memory>

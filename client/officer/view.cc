@@ -117,8 +117,9 @@ std::string TimeLeftText(std::chrono::seconds left) {
   const long long s = left.count();
   if (s <= 0) return "expired";
   const long long days = s / 86400, hours = (s % 86400) / 3600, minutes = (s % 3600) / 60;
-  if (days > 0) return std::to_string(days) + " d " + std::to_string(hours) + " h";
-  if (hours > 0) return std::to_string(hours) + " h " + std::to_string(minutes) + " min";
+  // Hours up to a full day ("24 h 0 min" for a request made just now).
+  if (s > 86400) return std::to_string(days) + " d " + std::to_string(hours) + " h";
+  if (s >= 3600) return std::to_string(s / 3600) + " h " + std::to_string(minutes) + " min";
   if (minutes > 0) return std::to_string(minutes) + " min";
   return std::to_string(s) + " s";
 }

@@ -1,6 +1,6 @@
 // What custos-officer shows an officer about a pending request, and the
-// checks it makes before anything is signed (docs/quorum.md, "The officer
-// console"). Pure: no sockets, files or keys; "now" is passed in.
+// checks it makes before anything is signed (docs/operations.md "Quorum",
+// docs/quorum.md). Pure: no sockets, files or keys; "now" is passed in.
 //
 // The server's PendingRequestInfo is untrusted. Only its canonical bytes are
 // shown as "what you approve" (CheckRequest parses them strictly and
@@ -40,8 +40,8 @@ std::variant<CheckedRequest, std::string> CheckRequest(const custos::v1::Pending
 // that it prints as one harmless line.
 std::string TerminalSafe(std::string_view text);
 
-// Time left in words: "2 d 3 h", "23 h 12 min", "12 min", "45 s"; "expired"
-// when `left` is zero or negative.
+// Time left in words: "2 d 3 h" (over a day), "24 h 0 min", "23 h 12 min",
+// "12 min", "45 s"; "expired" when `left` is zero or negative.
 std::string TimeLeftText(std::chrono::seconds left);
 
 // Parses "YYYY-MM-DDTHH:MM:SSZ"; std::nullopt if it is not exactly that.

@@ -195,6 +195,8 @@ TEST(OfficerView, UnknownFieldsAreShownAndControlBytesNeutralised) {
 TEST(OfficerView, TimeLeftInWords) {
   EXPECT_EQ(TimeLeftText(23h + 12min + 5s), "23 h 12 min");
   EXPECT_EQ(TimeLeftText(51h + 10min), "2 d 3 h");
+  EXPECT_EQ(TimeLeftText(24h), "24 h 0 min");
+  EXPECT_EQ(TimeLeftText(24h + 1s), "1 d 0 h");
   EXPECT_EQ(TimeLeftText(12min + 59s), "12 min");
   EXPECT_EQ(TimeLeftText(45s), "45 s");
   EXPECT_EQ(TimeLeftText(0s), "expired");

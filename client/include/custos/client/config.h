@@ -11,7 +11,7 @@
 namespace custos::client {
 
 // The security officer's settings, used only by custos-officer (the custos CLI
-// ignores them). docs/quorum.md, "The officer console".
+// ignores them). docs/operations.md "Quorum", docs/quorum.md.
 struct OfficerConfig {
   // The officer's id in the policy (`officer { id: ... }`), as it appears in
   // approval statements.
