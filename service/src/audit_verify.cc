@@ -228,8 +228,12 @@ void ApprovalEvidenceChecker::Add(const ParsedLine& record) {
       approvals && approvals->type == JsonValue::Type::kArray ? approvals->array : empty;
 
   const bool refused_vote = op == "submit_approval" && outcome != "OK";
+  // Votes and reads name the request too (their answer carries it); only the
+  // operation's own record says it was executed.
+  const bool about_request =
+      op == "submit_approval" || op == "get_request" || op == "list_requests";
   const bool executed =
-      kind == "request" && !request_id.empty() && op != "submit_approval" && outcome == "OK";
+      kind == "request" && !request_id.empty() && !about_request && outcome == "OK";
   auto problem = [&](const std::string& who, const std::string& why) {
     std::string line = "sequence " + std::to_string(seq) + ": ";
     if (!who.empty()) line += "approval by " + who + " for " + request_id + ": ";

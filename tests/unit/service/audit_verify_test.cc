@@ -439,6 +439,9 @@ TEST_F(ApprovalEvidenceTest, GoodEvidenceNamesTheApprovers) {
   c.Add(Record(3, "request", "submit_approval", "OK", {Entry("bob")}));
   c.Add(Record(4, "intent", "sign", "", {Entry("alice"), Entry("bob")}));
   c.Add(Record(5, "request", "sign", "OK", {Entry("alice"), Entry("bob")}));
+  // Reads of the request name it too; they are not executions.
+  c.Add(Record(6, "request", "get_request", "OK", {}));
+  c.Add(Record(7, "request", "list_requests", "OK", {}));
   const auto& r = c.report();
   EXPECT_TRUE(r.ok()) << r.problems.front();
   EXPECT_TRUE(r.checked);

@@ -50,8 +50,9 @@ VerifyReport VerifyLog(std::istream& in, EVP_PKEY* key, const std::optional<std:
 using OfficerKeyring = std::map<std::string, std::vector<policy::OfficerPublicKey>, std::less<>>;
 
 // One executed quorum request: a "request" record with a quorum_request, an
-// op other than submit_approval and outcome OK (the record custosd writes
-// after executing the approved operation, with the votes it counted).
+// op other than submit_approval, get_request and list_requests, and outcome
+// OK (the record custosd writes after executing the approved operation, with
+// the votes it counted).
 struct ExecutedRequest {
   std::uint64_t seq = 0;
   std::string quorum_request;            // "rq-…"
