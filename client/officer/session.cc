@@ -4,6 +4,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <csignal>
 #include <cstdio>
 #include <cstdlib>
 #include <iostream>
@@ -42,24 +43,48 @@ bool IsNumber(const std::string& s) {
          std::all_of(s.begin(), s.end(), [](char c) { return c >= '0' && c <= '9'; });
 }
 
-// Restores the terminal's echo setting on every path.
+// The terminal settings to put back if a signal ends the process while echo
+// is off (async-signal-safe: tcsetattr, signal and raise only).
+termios g_saved_termios{};
+volatile sig_atomic_t g_echo_off = 0;
+
+extern "C" void RestoreEchoAndDie(int sig) {
+  if (g_echo_off) tcsetattr(STDIN_FILENO, TCSAFLUSH, &g_saved_termios);
+  std::signal(sig, SIG_DFL);
+  std::raise(sig);
+}
+
+// Turns terminal echo off for a PIN or passphrase and restores it on every
+// path, including SIGINT, SIGTERM, SIGHUP and SIGQUIT while it is off.
 class EchoOff {
  public:
   EchoOff() {
-    if (tcgetattr(STDIN_FILENO, &saved_) != 0) return;
-    termios quiet = saved_;
+    if (tcgetattr(STDIN_FILENO, &g_saved_termios) != 0) return;
+    termios quiet = g_saved_termios;
     quiet.c_lflag &= ~static_cast<tcflag_t>(ECHO);
-    active_ = tcsetattr(STDIN_FILENO, TCSAFLUSH, &quiet) == 0;
+    for (int sig : kSignals) previous_[Index(sig)] = std::signal(sig, RestoreEchoAndDie);
+    g_echo_off = 1;
+    if (tcsetattr(STDIN_FILENO, TCSAFLUSH, &quiet) != 0) Restore();
   }
-  ~EchoOff() {
-    if (active_) tcsetattr(STDIN_FILENO, TCSAFLUSH, &saved_);
-  }
+  ~EchoOff() { Restore(); }
   EchoOff(const EchoOff&) = delete;
   EchoOff& operator=(const EchoOff&) = delete;
 
  private:
-  termios saved_{};
-  bool active_ = false;
+  static constexpr int kSignals[] = {SIGINT, SIGTERM, SIGHUP, SIGQUIT};
+  static std::size_t Index(int sig) {
+    for (std::size_t i = 0; i < std::size(kSignals); ++i) {
+      if (kSignals[i] == sig) return i;
+    }
+    return 0;
+  }
+  void Restore() {
+    if (!g_echo_off) return;
+    tcsetattr(STDIN_FILENO, TCSAFLUSH, &g_saved_termios);
+    g_echo_off = 0;
+    for (int sig : kSignals) std::signal(sig, previous_[Index(sig)]);
+  }
+  void (*previous_[std::size(kSignals)])(int) = {};
 };
 
 // Reads one line from stdin; false at end of input.

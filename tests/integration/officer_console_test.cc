@@ -170,5 +170,71 @@ TEST(OfficerConsole, AliceApprovesInTheConsoleBobOnTheCommandLine) {
   EXPECT_NE(wait.out.find("executed " + id), std::string::npos) << wait.out;
 }
 
+TEST(OfficerConsole, PassphraseIsAskedOnTheTerminalAndNeverEchoed) {
+  if (Exec({"tmux", "-V"}).exit_code != 0) GTEST_SKIP() << "tmux is not installed";
+  Deployment deployment;
+  ASSERT_TRUE(deployment.Start()) << deployment.log();
+  CommandResult create = deployment.Custos(
+      "admin", {"keys", "create", "ssh-ca-key", "--type", "ec-p256", "--usage", "ssh-ca"});
+  ASSERT_EQ(create.exit_code, 6) << Dump(create);
+  std::smatch m;
+  static const std::regex kId("rq-[0-9a-f]{32}");
+  ASSERT_TRUE(std::regex_search(create.out, m, kId)) << Dump(create);
+  const std::string id = m.str();
+
+  // Carol's approval key, passphrase-protected (PKCS#8, AES-256), and a copy
+  // of her config that names it and no passphrase file.
+  TempDir work;
+  const std::string passphrase = "correct horse battery staple";
+  const std::string encrypted = work.path() + "/carol-enc.key";
+  CommandResult pkcs8 = Exec({"openssl", "pkcs8", "-topk8", "-v2", "aes-256-cbc", "-in",
+                              deployment.dir() + "/officers/carol.key", "-out", encrypted,
+                              "-passout", "pass:" + passphrase});
+  ASSERT_EQ(pkcs8.exit_code, 0) << Dump(pkcs8);
+  std::string conf = ReadFile(deployment.officer_conf("carol"));
+  const auto at = conf.find("officer-key = ");
+  ASSERT_NE(at, std::string::npos) << conf;
+  conf.replace(at, conf.find('\n', at) - at, "officer-key = " + encrypted);
+  const std::string conf_path = work.path() + "/carol-enc.conf";
+  WriteFile(conf_path, conf);
+
+  const std::string command = BinPath("custos-officer") + " --config " + conf_path +
+                              " console; echo \"[console exited $?]\"; sleep 600";
+  TmuxSession tmux(work.path() + "/tmux.sock", command);
+  ASSERT_EQ(tmux.started().exit_code, 0) << Dump(tmux.started());
+  std::string pane = tmux.WaitForText(TmuxSession::kPrompt);
+  ASSERT_NE(pane.find(id), std::string::npos) << pane;
+
+  tmux.Type("approve " + id);
+  pane = tmux.WaitForText("Type yes to approve " + id);
+  tmux.Type("yes");
+  pane = tmux.WaitForText("Passphrase for officer key " + encrypted);
+  ASSERT_NE(pane.find("Passphrase for officer key " + encrypted), std::string::npos) << pane;
+  const std::size_t prompts = Count(pane, TmuxSession::kPrompt);
+  tmux.Type(passphrase);
+  pane =
+      tmux.WaitFor([&](const std::string& p) { return Count(p, TmuxSession::kPrompt) > prompts; });
+  EXPECT_NE(pane.find("approved " + id + " as carol"), std::string::npos) << pane;
+  EXPECT_EQ(pane.find(passphrase), std::string::npos) << "passphrase echoed:\n" << pane;
+  EXPECT_EQ(pane.find("horse"), std::string::npos) << pane;
+
+  // The key stays loaded for the session: no second prompt for the next vote.
+  CommandResult other = deployment.Custos(
+      "admin", {"keys", "create", "ssh-ca-2", "--type", "ec-p256", "--usage", "ssh-ca"});
+  ASSERT_TRUE(std::regex_search(other.out, m, kId)) << Dump(other);
+  const std::string second = m.str();
+  tmux.Type("approve " + second);
+  pane = tmux.WaitForText("Type yes to approve " + second);
+  const std::size_t before = Count(pane, TmuxSession::kPrompt);
+  tmux.Type("yes");
+  pane =
+      tmux.WaitFor([&](const std::string& p) { return Count(p, TmuxSession::kPrompt) > before; });
+  EXPECT_NE(pane.find("approved " + second + " as carol"), std::string::npos) << pane;
+  EXPECT_EQ(Count(pane, "Passphrase for officer key"), 1u) << pane;
+  tmux.Type("quit");
+  pane = tmux.WaitForText("[console exited 0]");
+  EXPECT_NE(pane.find("[console exited 0]"), std::string::npos) << pane;
+}
+
 }  // namespace
 }  // namespace custos::testing
