@@ -3,6 +3,7 @@
 #include <openssl/err.h>
 #include <openssl/objects.h>
 
+#include <algorithm>
 #include <set>
 
 #include "ca_internal.h"
@@ -139,7 +140,7 @@ Result<Bytes> BuildCrl(const CertificateAuthority& ca, const CrlRequest& request
   uint64_t n = 0;
   if (parsed_number == nullptr || ASN1_INTEGER_get_uint64(&n, parsed_number.get()) != 1 ||
       n != request.crl_number ||
-      sk_X509_REVOKED_num(X509_CRL_get_REVOKED(parsed.get())) !=
+      std::max(sk_X509_REVOKED_num(X509_CRL_get_REVOKED(parsed.get())), 0) !=
           static_cast<int>(request.revoked.size())) {
     ERR_clear_error();
     return Fail("sign-verify", "the signed CRL does not carry what was built");

@@ -69,7 +69,9 @@ Result<Csr> Csr::Parse(std::span<const std::uint8_t> input) {
   }
   Bytes der;
   if (StartsWithPem(input)) {
-    Result<Bytes> decoded = DecodePem(input);
+    size_t start = 0;
+    while (std::isspace(input[start])) ++start;
+    Result<Bytes> decoded = DecodePem(input.subspan(start));
     if (!decoded.ok()) return decoded.error();
     der = std::move(decoded).value();
   } else {

@@ -197,9 +197,17 @@ Status Lint(const X509* x, const X509* issuer, const LintOptions& options) {
   for (int i = 0; san.value != nullptr && i < sk_GENERAL_NAME_num(san.value); ++i) {
     const GENERAL_NAME* gn = sk_GENERAL_NAME_value(san.value, i);
     int type = 0;
-    const auto* str = static_cast<const ASN1_STRING*>(GENERAL_NAME_get0_value(gn, &type));
-    const std::string value(reinterpret_cast<const char*>(ASN1_STRING_get0_data(str)),
-                            static_cast<size_t>(ASN1_STRING_length(str)));
+    const void* raw = GENERAL_NAME_get0_value(gn, &type);
+    std::string value;
+    // Only DNS, IP, URI and e-mail names hold an ASN1_STRING.
+    if (raw != nullptr &&
+        (type == GEN_DNS || type == GEN_IPADD || type == GEN_URI || type == GEN_EMAIL)) {
+      const auto* str = static_cast<const ASN1_STRING*>(raw);
+      value.assign(reinterpret_cast<const char*>(ASN1_STRING_get0_data(str)),
+                   static_cast<size_t>(ASN1_STRING_length(str)));
+    } else {
+      type = -1;
+    }
     bool ok = false;
     switch (type) {
       case GEN_DNS:

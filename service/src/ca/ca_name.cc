@@ -251,7 +251,12 @@ UniqueGeneralName ToGeneralName(const San& san) {
 std::optional<San> FromGeneralName(const GENERAL_NAME* name) {
   int type = 0;
   void* value = GENERAL_NAME_get0_value(name, &type);
-  if (value == nullptr) return std::nullopt;
+  // Only these four types hold an ASN1_STRING; the others (otherName,
+  // directoryName, ...) hold other structures and are not ours to read.
+  if (value == nullptr ||
+      (type != GEN_DNS && type != GEN_URI && type != GEN_EMAIL && type != GEN_IPADD)) {
+    return std::nullopt;
+  }
   const auto* str = static_cast<const ASN1_STRING*>(value);
   const std::string raw(reinterpret_cast<const char*>(ASN1_STRING_get0_data(str)),
                         static_cast<size_t>(ASN1_STRING_length(str)));
