@@ -60,9 +60,16 @@ class AuditLogSink final : public AuditSink {
 };
 
 // Detaches the sink from the core before the sink and the log go away.
-struct SinkDetach {
-  SigningCore& core;
-  ~SinkDetach() { core.SetAuditSink(nullptr); }
+// Built in place (never copied: a copy's destructor would detach early).
+class SinkDetach {
+ public:
+  explicit SinkDetach(SigningCore& core) : core_(core) {}
+  SinkDetach(const SinkDetach&) = delete;
+  SinkDetach& operator=(const SinkDetach&) = delete;
+  ~SinkDetach() { core_.SetAuditSink(nullptr); }
+
+ private:
+  SigningCore& core_;
 };
 
 // Protobuf reports e.g. invalid UTF-8 in a peer's string field through its
@@ -212,7 +219,7 @@ int Main(int argc, char** argv) {
   if (audit) {
     sink = std::make_unique<AuditLogSink>(*audit);
     (*core)->SetAuditSink(sink.get());
-    detach.emplace(SinkDetach{**core});
+    detach.emplace(**core);
     if (auto resumed = (*core)->ResumeQuorum(); !resumed) {
       return Fail(logger, kExitRuntime, "quorum_error", resumed.error());
     }

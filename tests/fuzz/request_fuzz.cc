@@ -37,6 +37,7 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   sink += request.id() + request.deadline_ms();
   Touch(request.trace_id());
   Touch(request.idempotency_key());
+  Touch(request.note());
   switch (request.op_case()) {
     case custos::v1::Request::kPing:
       break;
@@ -45,6 +46,7 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
       Touch(request.sign().algorithm());
       Touch(request.sign().digest());
       Touch(request.sign().message());
+      Touch(request.sign().file_name());
       break;
     case custos::v1::Request::kSignBatch:
       Touch(request.sign_batch().key());
@@ -84,6 +86,22 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
       Touch(request.mark_compromised().key());
       break;
     case custos::v1::Request::kAuditCheckpoint:
+      break;
+    case custos::v1::Request::kListRequests:
+      Touch(request.list_requests().state());
+      break;
+    case custos::v1::Request::kGetRequest:
+      Touch(request.get_request().id());
+      break;
+    case custos::v1::Request::kSubmitApproval:
+      Touch(request.submit_approval().statement());
+      Touch(request.submit_approval().signature());
+      Touch(request.submit_approval().reason());
+      break;
+    case custos::v1::Request::kProposePolicy:
+      Touch(request.propose_policy().text());
+      break;
+    case custos::v1::Request::kGetPolicy:
       break;
     case custos::v1::Request::OP_NOT_SET:
       break;

@@ -219,7 +219,7 @@ class Quorum : public ::testing::Test {
     config.ca = deployment_->dir() + "/pki/ca.crt";
     config.retries = 0;
     auto c = client::Client::Connect(config);
-    EXPECT_TRUE(c.ok()) << (c.ok() ? "" : c.error().message);
+    EXPECT_TRUE(c.ok()) << (c.ok() ? "" : c.error().message());
     return c.ok() ? std::move(*c) : nullptr;
   }
 
