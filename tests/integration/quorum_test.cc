@@ -57,14 +57,12 @@ std::string SignWithPemKey(const std::string& key_path, const std::string& messa
   std::size_t len = 0;
   if (EVP_DigestSignInit(ctx.get(), nullptr, EVP_sha256(), nullptr, key.get()) != 1 ||
       EVP_DigestSign(ctx.get(), nullptr, &len,
-                     reinterpret_cast<const unsigned char*>(message.data()),
-                     message.size()) != 1) {
+                     reinterpret_cast<const unsigned char*>(message.data()), message.size()) != 1) {
     return "";
   }
   std::string sig(len, '\0');
   if (EVP_DigestSign(ctx.get(), reinterpret_cast<unsigned char*>(sig.data()), &len,
-                     reinterpret_cast<const unsigned char*>(message.data()),
-                     message.size()) != 1) {
+                     reinterpret_cast<const unsigned char*>(message.data()), message.size()) != 1) {
     return "";
   }
   sig.resize(len);
@@ -109,14 +107,16 @@ class Quorum : public ::testing::Test {
     ASSERT_TRUE(Contains(policy, "quorum_rule")) << "starter policy has no quorum rules:\n"
                                                  << policy;
     policy += "\n# Added by quorum_test.\n";
-    policy += "binding { principal: \"" + std::string(kTrust) +
-              "/officer/carol\" roles: \"admin\" }\n";
+    policy +=
+        "binding { principal: \"" + std::string(kTrust) + "/officer/carol\" roles: \"admin\" }\n";
     policy +=
         "quorum_rule {\n  name: \"short-lived\"\n  operation: SIGN\n  keys: \"short-*\"\n"
         "  usages: \"*\"\n  group: \"officers\"\n  threshold: 2\n  expiry_seconds: 3\n}\n";
-    policy += "officer {\n  id: \"dave\"\n  name: \"Dave (smart card)\"\n  groups: \"officers\"\n"
-              "  principals: \"" + std::string(kTrust) + "/officer/dave\"\n  public_key: \"" +
-              Escape(ReadFile(File("dave.pub.pem"))) + "\"\n}\n";
+    policy +=
+        "officer {\n  id: \"dave\"\n  name: \"Dave (smart card)\"\n  groups: \"officers\"\n"
+        "  principals: \"" +
+        std::string(kTrust) + "/officer/dave\"\n  public_key: \"" +
+        Escape(ReadFile(File("dave.pub.pem"))) + "\"\n}\n";
     WriteFile(deployment_->dir() + "/policy.txtpb", policy);
     *original_policy_ = policy;
     ASSERT_TRUE(deployment_->Start()) << deployment_->log();
@@ -172,14 +172,13 @@ class Quorum : public ::testing::Test {
     // Dave reaches custosd with alice's TLS identity (the approval signature,
     // not the connection, is what counts).
     const std::string o = deployment_->dir() + "/officers/";
-    WriteFile(File("dave.conf"), "server = 127.0.0.1:" + std::to_string(deployment_->port()) +
-                                     "\ncert = " + o + "alice-tls.crt\nkey = " + o +
-                                     "alice-tls.key\nca = " + deployment_->dir() +
-                                     "/pki/ca.crt\nofficer-id = dave\n"
-                                     "officer-key = pkcs11:token=officer-dave;object=dave\n"
-                                     "officer-pkcs11-module = " SOFTHSM2_MODULE_PATH
-                                     "\nofficer-pin-file = " +
-                                     File("dave.pin") + "\n");
+    WriteFile(File("dave.conf"),
+              "server = 127.0.0.1:" + std::to_string(deployment_->port()) + "\ncert = " + o +
+                  "alice-tls.crt\nkey = " + o + "alice-tls.key\nca = " + deployment_->dir() +
+                  "/pki/ca.crt\nofficer-id = dave\n"
+                  "officer-key = pkcs11:token=officer-dave;object=dave\n"
+                  "officer-pkcs11-module = " SOFTHSM2_MODULE_PATH "\nofficer-pin-file = " +
+                  File("dave.pin") + "\n");
   }
 
   static CommandResult Admin(const std::vector<std::string>& args) {
@@ -250,11 +249,9 @@ class Quorum : public ::testing::Test {
 
   // The canonical statement for `id` with `digest`, signed by `officer`'s
   // PEM key file from custos-init.
-  static std::pair<std::string, std::string> Statement(const std::string& officer,
-                                                       const std::string& id,
-                                                       const policy::Sha256Digest& digest,
-                                                       policy::ApprovalDecision decision =
-                                                           policy::ApprovalDecision::kApprove) {
+  static std::pair<std::string, std::string> Statement(
+      const std::string& officer, const std::string& id, const policy::Sha256Digest& digest,
+      policy::ApprovalDecision decision = policy::ApprovalDecision::kApprove) {
     policy::ApprovalStatement s;
     s.request_id = id;
     s.request_digest = digest;
@@ -268,9 +265,9 @@ class Quorum : public ::testing::Test {
   }
 
   static std::string NewSigningRequest(const std::string& key) {
-    return ExpectPending(deployment_->Custos(
-        "builder", {"sign", "--key", key, "--in", File("artifact.bin"), "--out",
-                    File(key + ".sig"), "--note", "quorum test " + key}));
+    return ExpectPending(
+        deployment_->Custos("builder", {"sign", "--key", key, "--in", File("artifact.bin"), "--out",
+                                        File(key + ".sig"), "--note", "quorum test " + key}));
   }
 
   static void CreateCodeSigningKey(const std::string& name) {
@@ -318,10 +315,10 @@ TEST_F(Quorum, CaKeyCreationNeedsTwoOfThree) {
   EXPECT_EQ(wait.exit_code, 0) << Dump(wait);
 
   // The key's private object is on the token, sensitive and never extractable.
-  CommandResult objects = Exec({"pkcs11-tool", "--module", SOFTHSM2_MODULE_PATH, "--token-label",
-                                "custos-dev", "--login", "--pin", deployment_->user_pin(),
-                                "--list-objects", "--type", "privkey"},
-                               {{"SOFTHSM2_CONF", deployment_->softhsm_conf()}});
+  CommandResult objects =
+      Exec({"pkcs11-tool", "--module", SOFTHSM2_MODULE_PATH, "--token-label", "custos-dev",
+            "--login", "--pin", deployment_->user_pin(), "--list-objects", "--type", "privkey"},
+           {{"SOFTHSM2_CONF", deployment_->softhsm_conf()}});
   EXPECT_TRUE(Contains(objects.out, "custos:root-ca@1")) << objects.out;
 
   // A third approval after execution is refused: the request is decided.
@@ -477,9 +474,8 @@ TEST_F(Quorum, ReleaseSignatureOnlyAfterApprovals) {
   CommandResult wait = deployment_->Custos(
       "builder", {"request", "wait", id, "--timeout", "30s", "--out", File("release-app.sig")});
   ASSERT_EQ(wait.exit_code, 0) << Dump(wait);
-  CommandResult verify =
-      Exec({"openssl", "dgst", "-sha256", "-verify", File("release-app.pem"), "-signature",
-            File("release-app.sig"), File("artifact.bin")});
+  CommandResult verify = Exec({"openssl", "dgst", "-sha256", "-verify", File("release-app.pem"),
+                               "-signature", File("release-app.sig"), File("artifact.bin")});
   EXPECT_EQ(verify.exit_code, 0) << Dump(verify);
   EXPECT_TRUE(Contains(verify.out, "Verified OK")) << verify.out;
 
@@ -535,9 +531,9 @@ TEST_F(Quorum, OfficerKeyOnASecondTokenApproves) {
   CreateCodeSigningKey("release-card");
   const std::string id = NewSigningRequest("release-card");
   ASSERT_FALSE(id.empty());
-  CommandResult dave = deployment_->Officer("dave", {"approve", id, "--yes"},
-                                            {{"SOFTHSM2_CONF", File("dave-softhsm2.conf")}},
-                                            File("dave.conf"));
+  CommandResult dave =
+      deployment_->Officer("dave", {"approve", id, "--yes"},
+                           {{"SOFTHSM2_CONF", File("dave-softhsm2.conf")}}, File("dave.conf"));
   ASSERT_EQ(dave.exit_code, 0) << Dump(dave);
   ASSERT_EQ(Approve("alice", id).exit_code, 0);
   const v1::PendingRequestInfo info = GetRequest("builder", id);

@@ -35,7 +35,7 @@ inline constexpr std::size_t kMaxPendingRequestBytes = 256 * 1024;
 inline constexpr std::size_t kMaxPendingRequestFields = 4096;
 
 struct PendingRequestText {
-  std::string id;  // IsValidApprovalId()
+  std::string id;                                           // IsValidApprovalId()
   std::vector<std::pair<std::string, std::string>> fields;  // unescaped values
 
   // The first value of `name`, if present.

@@ -97,8 +97,8 @@ struct Tally {
   // Per requirement (same order): the officers whose approvals count, in
   // vote order. An officer counts once per requirement however often it voted.
   std::vector<std::vector<std::string>> approved_by;
-  bool approved = false;  // every requirement has its threshold
-  bool rejected = false;  // a counted denial under a deny_rejects requirement
+  bool approved = false;    // every requirement has its threshold
+  bool rejected = false;    // a counted denial under a deny_rejects requirement
   std::string rejected_by;  // officer id of that denial
 };
 
