@@ -356,7 +356,8 @@ struct IssuedCertificate {
 };
 
 // Issues a certificate for `csr` under `profile`. Checks, in order: the
-// profile (ValidateProfile), the CA's validity ("ca-expired"), the subject
+// profile (ValidateProfile), the CA's validity ("ca-expired",
+// "ca-not-yet-valid"), the subject
 // key (CheckSubjectKey; also refuses the CA's own key), the subject
 // ("subject-attribute", "subject-fixed-mismatch", "subject-multiple-cn",
 // "subject-attribute-invalid", "cn-not-in-sans"), the SANs ("san-missing",

@@ -269,7 +269,11 @@ Result<Validity> ComputeValidity(const Profile& profile, const CertificateAuthor
   if (now >= ca.not_after()) {
     return Fail("ca-expired", "the issuing CA's certificate has expired");
   }
+  if (ca.not_before() > now) {
+    return Fail("ca-not-yet-valid", "the issuing CA's certificate is not valid yet");
+  }
   Validity v;
+  // Backdated one minute for clock skew, never before the CA itself.
   v.not_before = std::max(now - seconds(60), ca.not_before());
   seconds period = profile.default_validity;
   if (request.validity) {

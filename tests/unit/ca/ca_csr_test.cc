@@ -2,6 +2,8 @@
 // extensions and SANs; CSR generation.
 #include <gtest/gtest.h>
 
+#include <random>
+
 #include "ca_test_util.h"
 
 namespace custos::service::ca {
@@ -134,6 +136,39 @@ TEST_F(CsrTest, OffCurvePublicKeyIsRefused) {
   Bytes bad = der_;
   bad[static_cast<size_t>(at - der_.begin()) + spki.size() - 1] ^= 0x01;
   ExpectRule(Csr::Parse(bad), "csr-public-key");
+}
+
+// Random corruptions of several CSRs: Parse refuses or accepts, never
+// crashes (run under ASan/UBSan in the sanitizer build).
+TEST_F(CsrTest, MutatedCsrsNeverCrash) {
+  UniquePkey rsa = GenerateKey("RSA", "2048");
+  const std::vector<Bytes> seeds = {
+      der_, MakeCsr(rsa.get(), {{{"CN", "a"}, {"O", "b"}}, "DNS:a.test,IP:::1", "", "CA:TRUE"}),
+      MakeCsr(key_.get(), {{}, "otherName:1.2.3.4;UTF8:x,email:a@b.test"})};
+  std::mt19937 rng(5);
+  for (const Bytes& seed : seeds) {
+    for (int i = 0; i < 3000; ++i) {
+      Bytes m = seed;
+      const int edits = 1 + static_cast<int>(rng() % 4);
+      for (int e = 0; e < edits; ++e) {
+        const size_t at = rng() % m.size();
+        switch (rng() % 3) {
+          case 0:
+            m[at] = static_cast<std::uint8_t>(rng());
+            break;
+          case 1:
+            m[at] ^= static_cast<std::uint8_t>(1u << (rng() % 8));
+            break;
+          default:
+            m.resize(std::max<size_t>(at, 1));
+        }
+      }
+      Result<Csr> csr = Csr::Parse(m);
+      if (!csr.ok()) {
+        EXPECT_FALSE(csr.error().rule.empty());
+      }
+    }
+  }
 }
 
 TEST(GenerateCsr, RoundTripsForEcRsaAndCaRequests) {

@@ -318,6 +318,10 @@ TEST_F(IssueTest, ValidityCaps) {
   IssueHooks later;
   later.now = ca().not_after() + seconds(1);
   ExpectRefused(IssueFor(TlsServerProfile(), csr, {}, later), "ca-expired");
+  // Nor one whose certificate is not valid yet (notBefore never after now).
+  IssueHooks earlier;
+  earlier.now = ca().not_before() - hours(1);
+  ExpectRefused(IssueFor(TlsServerProfile(), csr, {}, earlier), "ca-not-yet-valid");
 }
 
 TEST_F(IssueTest, CabForumScheduleForPublicTlsProfiles) {
