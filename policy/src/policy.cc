@@ -19,6 +19,7 @@
 #include "custos/policy/quorum.h"
 #include "custos/policy/v1/policy.pb.h"
 #include "policy_impl.h"
+#include "profile_rules.h"
 #include "source_text.h"
 
 namespace custos::policy {
@@ -142,6 +143,9 @@ class FirstErrorCollector final : public ::google::protobuf::io::ErrorCollector 
 
 unsigned OperationBit(Operation op) { return 1u << static_cast<unsigned>(op); }
 
+constexpr std::string_view kAdminOperationNames =
+    "READ_POLICY, PROPOSE_POLICY, MANAGE_CA, REVOKE_CERTIFICATE or READ_CERTIFICATES";
+
 }  // namespace
 
 std::string ParseError::ToString(std::string_view file_name) const {
@@ -221,6 +225,20 @@ class Compiler {
                                                internal::CompiledPolicy& impl);
   std::optional<ParseError> CompileAdminRules(const pb::PolicyFile& file,
                                               internal::CompiledPolicy& impl);
+  std::optional<ParseError> CompileProfiles(const pb::PolicyFile& file,
+                                            internal::CompiledPolicy& impl);
+  std::optional<ParseError> CompileProfile(const pb::Profile& profile, const ParseInfoTree* tree,
+                                           Position at, CertProfile& out,
+                                           std::vector<std::uint32_t>& roles) const;
+  std::optional<ParseError> CompileSanRules(const pb::SanRules& san, const ParseInfoTree* tree,
+                                            Position at, const std::string& what,
+                                            CertSanRules& out) const;
+  std::optional<ParseError> CompileSubjectRules(const pb::SubjectRules& subject,
+                                                const ParseInfoTree* tree, Position at,
+                                                const std::string& what,
+                                                CertSubjectRules& out) const;
+  std::optional<ParseError> CompileCaSettings(const pb::PolicyFile& file,
+                                              internal::CompiledPolicy& impl);
 
   // Resolves the role names of repeated field `field` in `tree` to ids
   // (sorted, without duplicates); `what` names the owner in messages
@@ -281,7 +299,9 @@ std::optional<ParseError> Compiler::Compile(const pb::PolicyFile& file,
   if (auto error = CompileOfficers(file, impl)) return error;
   if (auto error = CompileQuorumSettings(file, impl)) return error;
   if (auto error = CompileQuorumRules(file, impl)) return error;
-  return CompileAdminRules(file, impl);
+  if (auto error = CompileAdminRules(file, impl)) return error;
+  if (auto error = CompileProfiles(file, impl)) return error;
+  return CompileCaSettings(file, impl);
 }
 
 std::optional<ParseError> Compiler::CompileRoles(const pb::PolicyFile& file,
@@ -851,7 +871,8 @@ std::optional<ParseError> Compiler::CompileAdminRules(const pb::PolicyFile& file
       return error;
     }
     if (rule.operations().empty()) {
-      return ErrorAt(at(), what + " lists no operations (use READ_POLICY or PROPOSE_POLICY)");
+      return ErrorAt(at(),
+                     what + " lists no operations (use " + std::string(kAdminOperationNames) + ")");
     }
     for (int j = 0; j < rule.operations_size(); ++j) {
       switch (rule.operations(j)) {
@@ -861,17 +882,525 @@ std::optional<ParseError> Compiler::CompileAdminRules(const pb::PolicyFile& file
         case pb::PROPOSE_POLICY:
           compiled.operations |= 1u << static_cast<unsigned>(AdminOperation::kProposePolicy);
           break;
+        case pb::MANAGE_CA:
+          compiled.operations |= 1u << static_cast<unsigned>(AdminOperation::kManageCa);
+          break;
+        case pb::REVOKE_CERTIFICATE:
+          compiled.operations |= 1u << static_cast<unsigned>(AdminOperation::kRevokeCertificate);
+          break;
+        case pb::READ_CERTIFICATES:
+          compiled.operations |= 1u << static_cast<unsigned>(AdminOperation::kReadCertificates);
+          break;
         default:
           return ErrorAt(Locate(tree, operations_field, j),
                          what + " lists operation " +
                              (rule.operations(j) == pb::ADMIN_OPERATION_UNSPECIFIED
                                   ? std::string("ADMIN_OPERATION_UNSPECIFIED")
                                   : std::to_string(rule.operations(j))) +
-                             "; use READ_POLICY or PROPOSE_POLICY");
+                             "; use " + std::string(kAdminOperationNames));
       }
     }
     impl.admin_rules.push_back(std::move(compiled));
   }
+  return std::nullopt;
+}
+
+// Bounds for CA settings: a CRL valid for more than a year is a mistake.
+constexpr std::chrono::seconds kMaxCrlValidity{366LL * 86400};
+
+std::string DurationError(std::string_view field, std::string_view value) {
+  return std::string(field) + " " + Quoted(value) +
+         " is not a duration (use <n>s, <n>m, <n>h, <n>d or <n>y, e.g. \"90d\"; at most 100y)";
+}
+
+std::string Lower(std::string_view s) {
+  std::string out(s);
+  for (char& c : out) {
+    if (c >= 'A' && c <= 'Z') c = static_cast<char>(c - 'A' + 'a');
+  }
+  return out;
+}
+
+std::optional<ParseError> Compiler::CompileProfiles(const pb::PolicyFile& file,
+                                                    internal::CompiledPolicy& impl) {
+  const FieldDescriptor* profile_field = pb::PolicyFile::descriptor()->FindFieldByName("profile");
+  const Descriptor* d = pb::Profile::descriptor();
+  const FieldDescriptor* name_field = d->FindFieldByName("name");
+  const FieldDescriptor* is_ca_field = d->FindFieldByName("is_ca");
+  std::unordered_map<std::string_view, int> first_index;  // views into `file`
+  for (int i = 0; i < file.profile_size(); ++i) {
+    const pb::Profile& profile = file.profile(i);
+    const ParseInfoTree* tree = tree_.GetTreeForNested(profile_field, i);
+    const Position at = Locate(&tree_, profile_field, i);
+    if (profile.name().empty()) return ErrorAt(at, "profile has no name");
+    const Position name_at = Locate(tree, name_field, -1);
+    if (!IsValidName(profile.name())) {
+      return ErrorAt(name_at, "profile name " + Quoted(profile.name()) +
+                                  " is not valid: use 1 to 64 characters from [a-z0-9._-], "
+                                  "starting with a letter or digit");
+    }
+    if (auto [it, inserted] = first_index.emplace(profile.name(), i); !inserted) {
+      const Position first =
+          Locate(tree_.GetTreeForNested(profile_field, it->second), name_field, -1);
+      return ErrorAt(name_at, "duplicate profile name " + Quoted(profile.name()) +
+                                  " (first defined at line " + std::to_string(first.line) + ")");
+    }
+    CertProfile compiled;
+    std::vector<std::uint32_t> roles;
+    if (auto error = CompileProfile(profile, tree, at, compiled, roles)) return error;
+    // Sub-CA certificates always need officers' approval: refuse a policy in
+    // which issuing one would not.
+    if (compiled.is_ca) {
+      const bool covered = std::any_of(
+          impl.quorum_rules.begin(), impl.quorum_rules.end(),
+          [&](const internal::CompiledPolicy::QuorumRule& rule) {
+            return rule.operation == QuorumOperation::kCertIssue &&
+                   std::any_of(rule.profiles.begin(), rule.profiles.end(),
+                               [&](const std::string& p) { return GlobMatch(p, compiled.name); });
+          });
+      if (!covered) {
+        const Position is_ca_at = Locate(tree, is_ca_field, -1);
+        return ErrorAt(is_ca_at.line > 0 ? is_ca_at : at,
+                       "profile " + Quoted(compiled.name) +
+                           " issues CA certificates (is_ca: true) but no CERT_ISSUE quorum_rule "
+                           "covers it: sub-CA profiles always need quorum; add " +
+                           Quoted(compiled.name) + " to the profiles of a CERT_ISSUE quorum_rule");
+      }
+    }
+    impl.profiles.push_back(std::move(compiled));
+    impl.profile_roles.push_back(std::move(roles));
+  }
+  return std::nullopt;
+}
+
+std::optional<ParseError> Compiler::CompileProfile(const pb::Profile& profile,
+                                                   const ParseInfoTree* tree, Position at,
+                                                   CertProfile& out,
+                                                   std::vector<std::uint32_t>& roles) const {
+  const Descriptor* d = pb::Profile::descriptor();
+  auto field = [&](const char* name) { return d->FindFieldByName(name); };
+  // Where a singular field is, or the profile when it is absent.
+  auto at_field = [&](const char* name) {
+    const Position pos = Locate(tree, field(name), -1);
+    return pos.line > 0 ? pos : at;
+  };
+  const std::string what = "profile " + Quoted(profile.name());
+  out.name = profile.name();
+
+  if (profile.ca().empty()) {
+    return ErrorAt(at, what + " names no ca (the name of the CA that issues under it)");
+  }
+  if (!IsValidName(profile.ca())) {
+    return ErrorAt(at_field("ca"), what + " ca " + Quoted(profile.ca()) +
+                                       " is not a valid CA name: use 1 to 64 characters from "
+                                       "[a-z0-9._-], starting with a letter or digit");
+  }
+  out.ca = profile.ca();
+
+  if (profile.roles().empty()) {
+    return ErrorAt(at, what + " names no roles (the roles that may issue under it)");
+  }
+  if (auto error = ResolveRoles(profile.roles(), tree, field("roles"), what, roles)) return error;
+  for (auto role : roles) out.roles.push_back((*impl_roles_)[role]);
+
+  if (profile.key_algorithms().empty()) {
+    return ErrorAt(
+        at, what + " lists no key_algorithms (use " + internal::ProfileKeyAlgorithmNames() + ")");
+  }
+  for (int j = 0; j < profile.key_algorithms_size(); ++j) {
+    const std::string& algorithm = profile.key_algorithms(j);
+    const Position pos = Locate(tree, field("key_algorithms"), j);
+    if (!internal::IsProfileKeyAlgorithm(algorithm)) {
+      return ErrorAt(pos, what + " names unknown key algorithm " + Quoted(algorithm) +
+                              " (known: " + internal::ProfileKeyAlgorithmNames() + ")");
+    }
+    if (std::find(out.key_algorithms.begin(), out.key_algorithms.end(), algorithm) !=
+        out.key_algorithms.end()) {
+      return ErrorAt(pos, what + " lists key algorithm " + Quoted(algorithm) + " twice");
+    }
+    out.key_algorithms.push_back(algorithm);
+  }
+  if (profile.rsa_min_bits() != 0) {
+    if (profile.rsa_min_bits() < 2048 || profile.rsa_min_bits() > 16384) {
+      return ErrorAt(at_field("rsa_min_bits"), what + " rsa_min_bits " +
+                                                   std::to_string(profile.rsa_min_bits()) +
+                                                   " is outside 2048..16384");
+    }
+    out.rsa_min_bits = static_cast<int>(profile.rsa_min_bits());
+  }
+
+  if (profile.max_validity().empty()) {
+    return ErrorAt(at, what + " has no max_validity (e.g. max_validity: \"90d\")");
+  }
+  if (!ParsePolicyDuration(profile.max_validity(), &out.max_validity)) {
+    return ErrorAt(at_field("max_validity"),
+                   what + " " + DurationError("max_validity", profile.max_validity()));
+  }
+  if (out.max_validity.count() <= 0) {
+    return ErrorAt(at_field("max_validity"), what + " max_validity must be more than 0");
+  }
+  if (profile.default_validity().empty()) {
+    out.default_validity = out.max_validity;
+  } else {
+    if (!ParsePolicyDuration(profile.default_validity(), &out.default_validity)) {
+      return ErrorAt(at_field("default_validity"),
+                     what + " " + DurationError("default_validity", profile.default_validity()));
+    }
+    if (out.default_validity.count() <= 0) {
+      return ErrorAt(at_field("default_validity"), what + " default_validity must be more than 0");
+    }
+    if (out.default_validity > out.max_validity) {
+      return ErrorAt(at_field("default_validity"),
+                     what + " default_validity " + Quoted(profile.default_validity()) +
+                         " is longer than max_validity " + Quoted(profile.max_validity()));
+    }
+  }
+
+  if (profile.key_usage().empty()) {
+    return ErrorAt(
+        at, what + " lists no key_usage (RFC 5280 names: " + internal::KeyUsageNames() + ")");
+  }
+  for (int j = 0; j < profile.key_usage_size(); ++j) {
+    const std::string& name = profile.key_usage(j);
+    const Position pos = Locate(tree, field("key_usage"), j);
+    const auto bit = internal::KeyUsageBit(name);
+    if (!bit) {
+      return ErrorAt(pos, what + " names unknown key usage " + Quoted(name) +
+                              " (known: " + internal::KeyUsageNames() + ")");
+    }
+    if (out.key_usage_bits & *bit) {
+      return ErrorAt(pos, what + " lists key usage " + Quoted(name) + " twice");
+    }
+    out.key_usage_bits = static_cast<std::uint16_t>(out.key_usage_bits | *bit);
+    out.key_usage.push_back(name);
+  }
+
+  out.is_ca = profile.is_ca();
+  if (out.is_ca) {
+    if ((out.key_usage_bits & kKuKeyCertSign) == 0) {
+      return ErrorAt(Locate(tree, field("key_usage"), 0),
+                     what +
+                         " issues CA certificates (is_ca: true) but key_usage lacks "
+                         "keyCertSign");
+    }
+  } else if (out.key_usage_bits & (kKuKeyCertSign | kKuCrlSign)) {
+    return ErrorAt(Locate(tree, field("key_usage"), 0),
+                   what +
+                       " issues end-entity certificates (is_ca: false) and so may not have "
+                       "keyCertSign or cRLSign");
+  }
+  if (profile.has_path_len()) {
+    if (profile.path_len() < -1) {
+      return ErrorAt(at_field("path_len"), what + " path_len " +
+                                               std::to_string(profile.path_len()) +
+                                               " is not valid: use -1 (no limit) or 0 and above");
+    }
+    if (!out.is_ca && profile.path_len() != -1) {
+      return ErrorAt(at_field("path_len"),
+                     what + " sets path_len but is not a CA profile (is_ca: false)");
+    }
+    out.path_len = profile.path_len();
+  }
+
+  for (int j = 0; j < profile.ext_key_usage_size(); ++j) {
+    const std::string& name = profile.ext_key_usage(j);
+    const Position pos = Locate(tree, field("ext_key_usage"), j);
+    auto oid = internal::ExtKeyUsageOid(name);
+    if (!oid) {
+      return ErrorAt(pos, what + " names unknown extended key usage " + Quoted(name) + " (use " +
+                              internal::ExtKeyUsageNames() + " or a dotted OID)");
+    }
+    if (*oid == "2.5.29.37.0") {
+      return ErrorAt(pos, what + " may not use anyExtendedKeyUsage (2.5.29.37.0)");
+    }
+    if (std::find(out.ext_key_usages.begin(), out.ext_key_usages.end(), *oid) !=
+        out.ext_key_usages.end()) {
+      return ErrorAt(pos, what + " lists extended key usage " + Quoted(name) + " twice");
+    }
+    out.ext_key_usages.push_back(*std::move(oid));
+  }
+  if (!out.is_ca && out.ext_key_usages.empty()) {
+    return ErrorAt(at, what + " issues end-entity certificates and lists no ext_key_usage (use " +
+                           internal::ExtKeyUsageNames() + " or a dotted OID)");
+  }
+
+  const FieldDescriptor* san_field = field("san");
+  if (profile.has_san()) {
+    const Position san_at = Locate(tree, san_field, -1);
+    if (auto error = CompileSanRules(
+            profile.san(), tree == nullptr ? nullptr : tree->GetTreeForNested(san_field, -1),
+            san_at.line > 0 ? san_at : at, what, out.san)) {
+      return error;
+    }
+  } else if (out.is_ca) {
+    // A CA certificate needs no subject alternative names: admit none.
+    out.san.min_count = 0;
+    out.san.max_count = 0;
+  } else {
+    return ErrorAt(at, what +
+                           " has no san rules: add san { ... } with dns_suffix, dns_exact, "
+                           "ip_range, uri_prefix or email_domain");
+  }
+
+  const FieldDescriptor* subject_field = field("subject");
+  if (profile.has_subject()) {
+    const Position subject_at = Locate(tree, subject_field, -1);
+    if (auto error = CompileSubjectRules(
+            profile.subject(),
+            tree == nullptr ? nullptr : tree->GetTreeForNested(subject_field, -1),
+            subject_at.line > 0 ? subject_at : at, what, out.subject)) {
+      return error;
+    }
+  }
+  if (out.subject.mode == CertSubjectMode::kEmpty && out.san.min_count < 1) {
+    const Position san_at = Locate(tree, san_field, -1);
+    return ErrorAt(san_at.line > 0 ? san_at : at,
+                   what +
+                       " has an empty subject (mode EMPTY) and so needs san min_count of at "
+                       "least 1");
+  }
+
+  struct UrlList {
+    const char* field;
+    const google::protobuf::RepeatedPtrField<std::string>* values;
+    std::vector<std::string>* out;
+  };
+  for (const UrlList& list :
+       {UrlList{"crl_url", &profile.crl_url(), &out.crl_urls},
+        UrlList{"ocsp_url", &profile.ocsp_url(), &out.ocsp_urls},
+        UrlList{"ca_issuers_url", &profile.ca_issuers_url(), &out.ca_issuers_urls}}) {
+    for (int j = 0; j < list.values->size(); ++j) {
+      const std::string& url = (*list.values)[j];
+      if (!internal::IsDistributionUrl(url)) {
+        return ErrorAt(Locate(tree, field(list.field), j),
+                       what + " " + list.field + " " + Quoted(url) +
+                           " is not an http://, https:// or ldap:// URL without spaces");
+      }
+      list.out->push_back(url);
+    }
+  }
+
+  for (int j = 0; j < profile.csr_extension_allowlist_size(); ++j) {
+    const std::string& oid = profile.csr_extension_allowlist(j);
+    const Position pos = Locate(tree, field("csr_extension_allowlist"), j);
+    if (!internal::IsDottedOid(oid)) {
+      return ErrorAt(pos, what + " csr_extension_allowlist entry " + Quoted(oid) +
+                              " is not a dotted OID (e.g. \"1.3.6.1.4.1.311.20.2\")");
+    }
+    if (internal::IsProfileBuiltExtension(oid)) {
+      return ErrorAt(pos, what + " csr_extension_allowlist names " + Quoted(oid) +
+                              ", an extension the profile builds itself; it is never copied "
+                              "from CSRs");
+    }
+    if (std::find(out.csr_extension_allowlist.begin(), out.csr_extension_allowlist.end(), oid) !=
+        out.csr_extension_allowlist.end()) {
+      return ErrorAt(pos, what + " csr_extension_allowlist lists " + Quoted(oid) + " twice");
+    }
+    out.csr_extension_allowlist.push_back(oid);
+  }
+  out.public_tls = profile.public_tls();
+  return std::nullopt;
+}
+
+std::optional<ParseError> Compiler::CompileSanRules(const pb::SanRules& san,
+                                                    const ParseInfoTree* tree, Position at,
+                                                    const std::string& what,
+                                                    CertSanRules& out) const {
+  const Descriptor* d = pb::SanRules::descriptor();
+  auto field = [&](const char* name) { return d->FindFieldByName(name); };
+  auto at_field = [&](const char* name) {
+    const Position pos = Locate(tree, field(name), -1);
+    return pos.line > 0 ? pos : at;
+  };
+  out.allow_wildcards = san.allow_wildcards();
+  for (int j = 0; j < san.dns_suffix_size(); ++j) {
+    std::string suffix = Lower(san.dns_suffix(j));
+    if (suffix.empty() || suffix.front() != '.') suffix.insert(suffix.begin(), '.');
+    if (!internal::IsDnsName(std::string_view(suffix).substr(1), false)) {
+      return ErrorAt(Locate(tree, field("dns_suffix"), j),
+                     what + " san dns_suffix " + Quoted(san.dns_suffix(j)) +
+                         " is not a domain name of at least two labels (e.g. \".dev.example\")");
+    }
+    out.dns_suffixes.push_back(std::move(suffix));
+  }
+  for (int j = 0; j < san.dns_exact_size(); ++j) {
+    std::string name = Lower(san.dns_exact(j));
+    if (!internal::IsDnsName(name, out.allow_wildcards)) {
+      return ErrorAt(Locate(tree, field("dns_exact"), j),
+                     what + " san dns_exact " + Quoted(san.dns_exact(j)) + " is not a DNS name" +
+                         (out.allow_wildcards ? "" : " (wildcards need allow_wildcards: true)"));
+    }
+    out.dns_exact.push_back(std::move(name));
+  }
+  for (int j = 0; j < san.ip_range_size(); ++j) {
+    if (!internal::IsCidr(san.ip_range(j))) {
+      return ErrorAt(Locate(tree, field("ip_range"), j),
+                     what + " san ip_range " + Quoted(san.ip_range(j)) +
+                         " is not CIDR notation (e.g. \"10.0.0.0/8\" or \"fd00::/8\")");
+    }
+    out.ip_ranges.push_back(san.ip_range(j));
+  }
+  for (int j = 0; j < san.uri_prefix_size(); ++j) {
+    if (!internal::IsAbsoluteUri(san.uri_prefix(j))) {
+      return ErrorAt(Locate(tree, field("uri_prefix"), j),
+                     what + " san uri_prefix " + Quoted(san.uri_prefix(j)) +
+                         " is not an absolute URI (e.g. \"spiffe://example.test/\")");
+    }
+    out.uri_prefixes.push_back(san.uri_prefix(j));
+  }
+  for (int j = 0; j < san.email_domain_size(); ++j) {
+    std::string domain = Lower(san.email_domain(j));
+    if (!internal::IsDnsName(domain, false)) {
+      return ErrorAt(
+          Locate(tree, field("email_domain"), j),
+          what + " san email_domain " + Quoted(san.email_domain(j)) + " is not a domain name");
+    }
+    out.email_domains.push_back(std::move(domain));
+  }
+  if (san.has_min_count()) out.min_count = san.min_count();
+  if (san.has_max_count()) out.max_count = san.max_count();
+  if (san.has_max_uri_count()) out.max_uri_count = san.max_uri_count();
+  if (out.min_count < 0) {
+    return ErrorAt(at_field("min_count"), what + " san min_count must be 0 or more");
+  }
+  if (out.max_count > 1000) {
+    return ErrorAt(at_field("max_count"), what + " san max_count must be at most 1000");
+  }
+  if (out.max_count < out.min_count) {
+    return ErrorAt(at_field("max_count"), what + " san max_count " + std::to_string(out.max_count) +
+                                              " is less than min_count " +
+                                              std::to_string(out.min_count));
+  }
+  if (out.max_uri_count < -1 || out.max_uri_count > 1000) {
+    return ErrorAt(at_field("max_uri_count"),
+                   what + " san max_uri_count must be -1 (no own limit) or 0..1000");
+  }
+  const bool admits_any = !out.dns_suffixes.empty() || !out.dns_exact.empty() ||
+                          !out.ip_ranges.empty() || !out.uri_prefixes.empty() ||
+                          !out.email_domains.empty();
+  if (out.min_count > 0 && !admits_any) {
+    return ErrorAt(at, what + " san needs at least " + std::to_string(out.min_count) +
+                           " name(s) but admits none: set dns_suffix, dns_exact, ip_range, "
+                           "uri_prefix or email_domain");
+  }
+  return std::nullopt;
+}
+
+std::optional<ParseError> Compiler::CompileSubjectRules(const pb::SubjectRules& subject,
+                                                        const ParseInfoTree* tree, Position at,
+                                                        const std::string& what,
+                                                        CertSubjectRules& out) const {
+  const Descriptor* d = pb::SubjectRules::descriptor();
+  const FieldDescriptor* allowed_field = d->FindFieldByName("allowed_from_csr");
+  const FieldDescriptor* fixed_field = d->FindFieldByName("fixed");
+  switch (subject.mode()) {
+    case pb::SubjectRules::MODE_UNSPECIFIED:
+    case pb::SubjectRules::FROM_CSR:
+      out.mode = CertSubjectMode::kFromCsr;
+      break;
+    case pb::SubjectRules::EMPTY:
+      out.mode = CertSubjectMode::kEmpty;
+      break;
+    default: {
+      const Position pos = Locate(tree, d->FindFieldByName("mode"), -1);
+      return ErrorAt(pos.line > 0 ? pos : at, what + " subject mode " +
+                                                  std::to_string(subject.mode()) +
+                                                  " is not known (use FROM_CSR or EMPTY)");
+    }
+  }
+  out.allowed_from_csr.clear();
+  out.fixed.clear();
+  if (out.mode == CertSubjectMode::kEmpty) {
+    if (!subject.allowed_from_csr().empty() || !subject.fixed().empty()) {
+      const bool allowed = !subject.allowed_from_csr().empty();
+      return ErrorAt(Locate(tree, allowed ? allowed_field : fixed_field, 0),
+                     what + " subject mode EMPTY cannot have " +
+                         (allowed ? "allowed_from_csr" : "fixed") + " attributes");
+    }
+    return std::nullopt;
+  }
+  for (int j = 0; j < subject.allowed_from_csr_size(); ++j) {
+    const std::string& type = subject.allowed_from_csr(j);
+    const Position pos = Locate(tree, allowed_field, j);
+    if (!internal::IsSubjectAttributeType(type)) {
+      return ErrorAt(pos, what + " subject allowed_from_csr names unknown attribute type " +
+                              Quoted(type) + " (known: " + internal::SubjectAttributeTypes() + ")");
+    }
+    if (std::find(out.allowed_from_csr.begin(), out.allowed_from_csr.end(), type) !=
+        out.allowed_from_csr.end()) {
+      return ErrorAt(pos, what + " subject allowed_from_csr lists " + Quoted(type) + " twice");
+    }
+    out.allowed_from_csr.push_back(type);
+  }
+  const Descriptor* ad = pb::SubjectAttribute::descriptor();
+  for (int j = 0; j < subject.fixed_size(); ++j) {
+    const pb::SubjectAttribute& attribute = subject.fixed(j);
+    const ParseInfoTree* attribute_tree =
+        tree == nullptr ? nullptr : tree->GetTreeForNested(fixed_field, j);
+    const Position fixed_at = Locate(tree, fixed_field, j);
+    auto at_attr = [&](const char* name) {
+      const Position pos = Locate(attribute_tree, ad->FindFieldByName(name), -1);
+      return pos.line > 0 ? pos : fixed_at;
+    };
+    if (!internal::IsSubjectAttributeType(attribute.type())) {
+      return ErrorAt(at_attr("type"),
+                     what + " subject fixed attribute type " + Quoted(attribute.type()) +
+                         " is not known (known: " + internal::SubjectAttributeTypes() + ")");
+    }
+    const std::string why =
+        internal::CheckSubjectAttributeValue(attribute.type(), attribute.value());
+    if (!why.empty()) {
+      return ErrorAt(at_attr("value"), what + " subject fixed " + attribute.type() + " value " +
+                                           Quoted(attribute.value()) + " " + why);
+    }
+    out.fixed.push_back(CertSubjectAttribute{attribute.type(), attribute.value()});
+  }
+  return std::nullopt;
+}
+
+std::optional<ParseError> Compiler::CompileCaSettings(const pb::PolicyFile& file,
+                                                      internal::CompiledPolicy& impl) {
+  if (!file.has_ca_settings()) return std::nullopt;
+  const FieldDescriptor* settings_field =
+      pb::PolicyFile::descriptor()->FindFieldByName("ca_settings");
+  const ParseInfoTree* tree = tree_.GetTreeForNested(settings_field, -1);
+  const Position at = Locate(&tree_, settings_field, -1);
+  const Descriptor* d = pb::CaSettings::descriptor();
+  auto at_field = [&](const char* name) {
+    const Position pos = Locate(tree, d->FindFieldByName(name), -1);
+    return pos.line > 0 ? pos : at;
+  };
+  const pb::CaSettings& settings = file.ca_settings();
+  CaSettings out;
+  if (!settings.crl_validity().empty()) {
+    if (!ParsePolicyDuration(settings.crl_validity(), &out.crl_validity)) {
+      return ErrorAt(at_field("crl_validity"),
+                     "ca_settings " + DurationError("crl_validity", settings.crl_validity()));
+    }
+    if (out.crl_validity.count() <= 0 || out.crl_validity > kMaxCrlValidity) {
+      return ErrorAt(at_field("crl_validity"),
+                     "ca_settings crl_validity must be more than 0 and at most 366d");
+    }
+  }
+  if (!settings.crl_resign_before().empty()) {
+    if (!ParsePolicyDuration(settings.crl_resign_before(), &out.crl_resign_before)) {
+      return ErrorAt(
+          at_field("crl_resign_before"),
+          "ca_settings " + DurationError("crl_resign_before", settings.crl_resign_before()));
+    }
+    if (out.crl_resign_before.count() <= 0) {
+      return ErrorAt(at_field("crl_resign_before"),
+                     "ca_settings crl_resign_before must be more than 0");
+    }
+  }
+  if (out.crl_resign_before >= out.crl_validity) {
+    return ErrorAt(
+        at_field(settings.crl_resign_before().empty() ? "crl_validity" : "crl_resign_before"),
+        "ca_settings crl_resign_before (" + std::to_string(out.crl_resign_before.count()) +
+            " s) must be less than crl_validity (" + std::to_string(out.crl_validity.count()) +
+            " s), or every CRL would be re-signed at once");
+  }
+  impl.ca_settings = out;
   return std::nullopt;
 }
 
@@ -941,6 +1470,12 @@ std::string_view AdminOperationName(AdminOperation op) {
       return "READ_POLICY";
     case AdminOperation::kProposePolicy:
       return "PROPOSE_POLICY";
+    case AdminOperation::kManageCa:
+      return "MANAGE_CA";
+    case AdminOperation::kRevokeCertificate:
+      return "REVOKE_CERTIFICATE";
+    case AdminOperation::kReadCertificates:
+      return "READ_CERTIFICATES";
   }
   return "UNKNOWN";
 }

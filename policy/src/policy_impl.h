@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "custos/policy/policy.h"
+#include "custos/policy/profile.h"
 #include "custos/policy/quorum.h"
 #include "custos/policy/v1/policy.pb.h"
 
@@ -81,6 +82,10 @@ struct CompiledPolicy {
   std::chrono::seconds default_expiry{86400};
   std::chrono::seconds max_statement_skew{300};
   std::vector<AdminRule> admin_rules;
+
+  std::vector<CertProfile> profiles;                      // file order
+  std::vector<std::vector<std::uint32_t>> profile_roles;  // per profile: role ids
+  CaSettings ca_settings;
 
   // The file as parsed, for DiffPolicies.
   ::custos::policy::v1::PolicyFile file;

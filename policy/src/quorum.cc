@@ -140,8 +140,48 @@ void AddItem(Items& items, std::string key, Item item) {
 }
 
 struct Kinds {
-  Items roles, bindings, key_rules, officers, quorum_rules, admin_rules, settings;
+  Items roles, bindings, key_rules, officers, quorum_rules, admin_rules, settings, profiles,
+      ca_settings;
 };
+
+std::string Seconds(std::chrono::seconds s) { return std::to_string(s.count()) + "s"; }
+
+// A profile as attribute/value pairs, from its compiled form (so "30d" and
+// "720h" compare equal and defaults are explicit).
+Item DescribeProfile(const CertProfile& p) {
+  const CertSanRules& san = p.san;
+  std::string fixed;
+  for (const auto& a : p.subject.fixed)
+    fixed += (fixed.empty() ? "" : ", ") + a.type + "=" + a.value;
+  return Item{{{"ca", p.ca},
+               {"roles", "[" + Join(p.roles) + "]"},
+               {"key_algorithms", "[" + Join(p.key_algorithms) + "]"},
+               {"rsa_min_bits", std::to_string(p.rsa_min_bits)},
+               {"max_validity", Seconds(p.max_validity)},
+               {"default_validity", Seconds(p.default_validity)},
+               {"key_usage", "[" + Join(p.key_usage) + "]"},
+               {"ext_key_usage", "[" + Join(p.ext_key_usages) + "]"},
+               {"is_ca", p.is_ca ? "true" : "false"},
+               {"path_len", std::to_string(p.path_len)},
+               {"san.dns_suffix", "[" + Join(san.dns_suffixes) + "]"},
+               {"san.dns_exact", "[" + Join(san.dns_exact) + "]"},
+               {"san.allow_wildcards", san.allow_wildcards ? "true" : "false"},
+               {"san.ip_range", "[" + Join(san.ip_ranges) + "]"},
+               {"san.uri_prefix", "[" + Join(san.uri_prefixes) + "]"},
+               {"san.email_domain", "[" + Join(san.email_domains) + "]"},
+               {"san.min_count", std::to_string(san.min_count)},
+               {"san.max_count", std::to_string(san.max_count)},
+               {"san.max_uri_count", std::to_string(san.max_uri_count)},
+               {"subject.mode", p.subject.mode == CertSubjectMode::kEmpty ? "EMPTY" : "FROM_CSR"},
+               {"subject.allowed_from_csr", "[" + Join(p.subject.allowed_from_csr) + "]"},
+               {"subject.fixed", "[" + fixed + "]"},
+               {"crl_url", "[" + Join(p.crl_urls) + "]"},
+               {"ocsp_url", "[" + Join(p.ocsp_urls) + "]"},
+               {"ca_issuers_url", "[" + Join(p.ca_issuers_urls) + "]"},
+               {"csr_extension_allowlist", "[" + Join(p.csr_extension_allowlist) + "]"},
+               {"public_tls", p.public_tls ? "true" : "false"}},
+              "ca: " + p.ca + ", roles: [" + Join(p.roles) + "]" + (p.is_ca ? ", CA" : "")};
+}
 
 Kinds Describe(const Impl& impl) {
   const pb::PolicyFile& f = impl.file;
@@ -201,6 +241,11 @@ Kinds Describe(const Impl& impl) {
   AddItem(k.settings, "",
           Item{{{"default_expiry_seconds", std::to_string(impl.default_expiry.count())},
                 {"max_statement_skew_seconds", std::to_string(impl.max_statement_skew.count())}},
+               ""});
+  for (const CertProfile& p : impl.profiles) AddItem(k.profiles, p.name, DescribeProfile(p));
+  AddItem(k.ca_settings, "",
+          Item{{{"crl_validity", Seconds(impl.ca_settings.crl_validity)},
+                {"crl_resign_before", Seconds(impl.ca_settings.crl_resign_before)}},
                ""});
   return k;
 }
@@ -419,6 +464,8 @@ std::vector<std::string> DiffPolicies(const Policy& current, const Policy& propo
   DiffItems("quorum_rule", a.quorum_rules, b.quorum_rules, out);
   DiffItems("quorum_settings", a.settings, b.settings, out);
   DiffItems("admin_rule", a.admin_rules, b.admin_rules, out);
+  DiffItems("profile", a.profiles, b.profiles, out);
+  DiffItems("ca_settings", a.ca_settings, b.ca_settings, out);
   if (!out.empty() && current.version() != proposed.version()) {
     out.insert(out.begin(), "version: " + std::to_string(current.version()) + " -> " +
                                 std::to_string(proposed.version()));

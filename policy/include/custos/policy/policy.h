@@ -13,6 +13,8 @@
 #include <variant>
 #include <vector>
 
+#include "custos/policy/profile.h"
+
 namespace custos::policy {
 
 struct ParseError {
@@ -53,10 +55,13 @@ inline constexpr std::string_view kDefaultDenyRule = "default-deny";
 
 // Operations on the policy itself (policy.proto AdminRule).
 enum class AdminOperation {
-  kReadPolicy,     // `custos policy show`
-  kProposePolicy,  // `custos policy propose`
+  kReadPolicy,         // `custos policy show`
+  kProposePolicy,      // `custos policy propose`
+  kManageCa,           // create a root or intermediate CA, make a CA CSR, import a CA cert
+  kRevokeCertificate,  // revoke an issued certificate
+  kReadCertificates,   // list/show certificates, list/show CAs and their chains
 };
-std::string_view AdminOperationName(AdminOperation op);  // "READ_POLICY", ...
+std::string_view AdminOperationName(AdminOperation op);  // "READ_POLICY", "MANAGE_CA", ...
 
 struct Decision {
   bool allowed = false;
@@ -81,6 +86,18 @@ class Policy {
   // Default deny for operations on the policy itself: allowed when an
   // admin_rule bound to one of the principal's roles lists `op`.
   Decision CheckAdmin(std::string_view principal, AdminOperation op) const;
+  // Default deny for issuing a certificate under a profile: allowed when the
+  // profile exists and the principal is bound to one of its roles. The
+  // decision's rule is "profile:<name>" (or "default-deny" when no profile has
+  // that name). Quorum is a separate question (QuorumPolicy::QuorumFor with
+  // kCertIssue and the profile name).
+  Decision CheckProfile(std::string_view principal, std::string_view profile_name) const;
+  // The certificate profiles, in file order.
+  std::vector<CertProfile> profiles() const;
+  // The profile named `name`, or nullptr. Valid as long as this Policy.
+  const CertProfile* FindProfile(std::string_view name) const;
+  // The CA back-end settings (defaults when the file has no ca_settings).
+  const CaSettings& ca_settings() const;
   // The roles bound to a principal, for logs and `custos policy show`.
   std::vector<std::string> RolesOf(std::string_view principal) const;
   // The policy's own version number (from the file).
