@@ -1,8 +1,11 @@
 // Fuzz target: Policy::Parse on arbitrary text. A parsed policy is then
-// exercised through Check, CheckAdmin, RolesOf and the quorum queries
-// (QuorumFor, OfficersOfPrincipal, ForPolicyChange, DiffPolicies against
-// itself), and the input's halves through GlobMatch, so that every entry
-// point of policy/ sees hostile bytes. Dictionary: tests/fuzz/policy.dict.
+// exercised through Check, CheckAdmin, RolesOf, the certificate profiles
+// (profiles, FindProfile, CheckProfile, ca_settings, with the invariants
+// validation promises) and the quorum queries (QuorumFor,
+// OfficersOfPrincipal, ForPolicyChange, DiffPolicies against itself), and the
+// input's halves through GlobMatch and ParsePolicyDuration, so that every
+// entry point of policy/ sees hostile bytes. Dictionary: tests/fuzz/policy.dict.
+#include <chrono>
 #include <cstddef>
 #include <cstdint>
 #include <string>
@@ -10,6 +13,7 @@
 #include <variant>
 
 #include "custos/policy/policy.h"
+#include "custos/policy/profile.h"
 #include "custos/policy/quorum.h"
 
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
@@ -30,12 +34,50 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
             KeyRequest{principal, op, "release-1", "code-signing", "ecdsa-p256-sha256"});
         if (d.rule.empty() || d.reason.empty()) __builtin_trap();
       }
-      for (auto op : {AdminOperation::kReadPolicy, AdminOperation::kProposePolicy}) {
+      for (auto op :
+           {AdminOperation::kReadPolicy, AdminOperation::kProposePolicy, AdminOperation::kManageCa,
+            AdminOperation::kRevokeCertificate, AdminOperation::kReadCertificates}) {
         const Decision d = policy.CheckAdmin(principal, op);
         if (d.rule.empty() || d.reason.empty()) __builtin_trap();
       }
     }
     const QuorumPolicy quorum(policy);
+    // Profiles: what validation promises holds, and CheckProfile names the
+    // profile it judged.
+    for (const CertProfile& profile : policy.profiles()) {
+      if (policy.FindProfile(profile.name) == nullptr) __builtin_trap();
+      if (profile.ca.empty() || profile.roles.empty() || profile.key_algorithms.empty()) {
+        __builtin_trap();
+      }
+      if (profile.default_validity.count() <= 0 ||
+          profile.default_validity > profile.max_validity || profile.rsa_min_bits < 2048) {
+        __builtin_trap();
+      }
+      if (profile.san.min_count < 0 || profile.san.max_count < profile.san.min_count) {
+        __builtin_trap();
+      }
+      if (!profile.is_ca && (profile.ext_key_usages.empty() || profile.path_len != -1)) {
+        __builtin_trap();
+      }
+      // A sub-CA profile always needs quorum.
+      if (profile.is_ca &&
+          quorum.QuorumFor(QuorumQuery{QuorumOperation::kCertIssue, "", "", profile.name})
+              .empty()) {
+        __builtin_trap();
+      }
+      for (const auto* principal : {"spiffe://dev.custos.test/issuer", ""}) {
+        const Decision d = policy.CheckProfile(principal, profile.name);
+        if (d.rule != "profile:" + profile.name || d.reason.empty()) __builtin_trap();
+      }
+    }
+    {
+      const Decision d = policy.CheckProfile("x", text.substr(0, size / 2));
+      if (d.rule.empty() || d.reason.empty()) __builtin_trap();
+    }
+    const CaSettings& ca = policy.ca_settings();
+    if (ca.crl_resign_before.count() <= 0 || ca.crl_resign_before >= ca.crl_validity) {
+      __builtin_trap();
+    }
     for (auto op :
          {QuorumOperation::kKeyCreate, QuorumOperation::kKeyDestroy,
           QuorumOperation::kKeyStateChange, QuorumOperation::kPolicyChange,
@@ -60,5 +102,10 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
 
   const std::size_t half = size / 2;
   (void)GlobMatch(text.substr(0, half), text.substr(half));
+  std::chrono::seconds duration{0};
+  if (ParsePolicyDuration(text.substr(half), &duration) &&
+      (duration.count() < 0 || duration.count() > 100LL * 365 * 86400)) {
+    __builtin_trap();
+  }
   return 0;
 }
