@@ -63,6 +63,56 @@ class JsonObject {
 // Joins already-encoded JSON values into an array.
 std::string JsonArray(const std::vector<std::string>& items);
 
+// --- Formats (format.cc; pure, unit-tested in tests/unit/client) ---
+
+// Parses a duration "N" + unit (s, m, h, d, y = 365 d), e.g. "365d", "20y",
+// into seconds; at most 2^63-1 seconds. The Failure has exit code kExitUsage
+// and names `option`.
+std::optional<Failure> ParseDuration(std::string_view text, std::string_view option,
+                                     std::uint64_t* seconds);
+// "2026-01-02T03:04:05Z".
+std::string FormatUtc(std::int64_t seconds);
+
+// Certificates, requests and CRLs. Loaders return std::nullopt on success or
+// the end of a sentence about the bytes ("is not a PKCS#10 certificate
+// request (PEM or DER)"), to be prefixed with the file name.
+
+// A PKCS#10 request in PEM or DER; *der receives its DER encoding.
+std::optional<std::string> CsrToDer(std::string_view bytes, std::string* der);
+// Certificates in a PEM bundle (in file order; non-certificate blocks are
+// skipped) or exactly one DER certificate.
+std::optional<std::string> CertificatesToDer(std::string_view bytes,
+                                             std::vector<std::string>* ders);
+// PEM of a DER object; "" when `der` is not exactly one object of that type
+// (so a malformed server answer is never written out as if it were one).
+std::string CertificatePem(std::string_view der);
+std::string CsrPem(std::string_view der);
+std::string CrlPem(std::string_view der);
+// Revoked entries in a DER CRL; -1 when it is not one.
+int CrlEntryCount(std::string_view der);
+
+// RFC 5280 reason names as the protocol spells them (keyCompromise, ...).
+bool IsRevocationReason(std::string_view reason);
+std::string RevocationReasonNames();
+// The --san syntax check done before anything is sent: "dns:", "ip:", "uri:"
+// or "email:" and a value. The server applies the profile's rules.
+std::optional<std::string> CheckSanSyntax(std::string_view san);
+
+// --json forms. Times appear twice: seconds since the epoch under the proto
+// field's name and UTC text under "<name>_utc" ("issued_at" -> "issued_utc").
+// cert_pem/chain_pem appear when the message carries the DER.
+std::string CertificateJson(const custos::v1::CertificateInfo& c);
+std::string CaJson(const custos::v1::CaInfo& ca);
+std::string CrlJson(const custos::v1::CrlInfo& crl);
+// Human forms: "label:  value" rows, and fixed-width list columns.
+std::string CertificateStateText(const custos::v1::CertificateInfo& c);
+std::string CertificateText(const custos::v1::CertificateInfo& c);
+std::string CaText(const custos::v1::CaInfo& ca);
+std::string CertificateListHeader();
+std::string CertificateListLine(const custos::v1::CertificateInfo& c);
+std::string CaListHeader();
+std::string CaListLine(const custos::v1::CaInfo& ca);
+
 // --- Algorithms, hashing, keys (crypto.cc) ---
 
 enum class SigFamily { kEcdsa, kRsaPkcs1, kRsaPss, kEd25519 };
@@ -133,6 +183,14 @@ struct Invocation {
   std::string wait;      // sign --wait DURATION
   std::string state;     // request list --state S
   std::string timeout;   // request wait --timeout DURATION
+  // CA back-end (ca_commands.cc).
+  std::string ca_name;          // --ca NAME (cert list|show|revoke, crl)
+  std::string subject, parent;  // ca create-*/csr --subject DN, --parent CA
+  std::string validity;         // --validity DURATION
+  std::string path_len;         // ca create-intermediate --path-len N
+  std::string profile, csr, chain, renews, requester, reason;
+  std::vector<std::string> sans;  // cert issue --san S (repeatable)
+  bool der = false;               // --der: write DER instead of PEM
   // Whether connection settings were given at all (config, env or flags).
   bool configured = false;
 
@@ -162,12 +220,6 @@ std::optional<Failure> AuditCheckpoint(Invocation& inv);
 
 // --- Key lifecycle (lifecycle_commands.cc) ---
 
-// Parses a duration "N" + unit (s, m, h, d), e.g. "365d", "2s", into seconds.
-// The Failure has exit code kExitUsage and names `option`.
-std::optional<Failure> ParseDuration(std::string_view text, std::string_view option,
-                                     std::uint64_t* seconds);
-// "2026-01-02T03:04:05Z".
-std::string FormatUtc(std::int64_t seconds);
 // A key as JSON (`--json` output of keys list/show/create/rotate/...).
 std::string KeyJson(const custos::v1::KeyInfo& k);
 // A key as text (keys show).
@@ -201,6 +253,24 @@ std::string ApprovalsText(const custos::v1::PendingRequestInfo& info);
 std::optional<Failure> RequestList(Invocation& inv);
 std::optional<Failure> RequestShow(Invocation& inv);
 std::optional<Failure> RequestWait(Invocation& inv);
+
+// --- CA back-end (ca_commands.cc) ---
+std::optional<Failure> CaCreate(Invocation& inv, bool root);
+std::optional<Failure> CaList(Invocation& inv);
+std::optional<Failure> CaShow(Invocation& inv);
+std::optional<Failure> CaChain(Invocation& inv);
+std::optional<Failure> CaCsr(Invocation& inv);
+std::optional<Failure> CaImportCert(Invocation& inv);
+std::optional<Failure> CertIssue(Invocation& inv);
+std::optional<Failure> CertList(Invocation& inv);
+std::optional<Failure> CertShow(Invocation& inv);
+std::optional<Failure> CertRevoke(Invocation& inv);
+std::optional<Failure> CrlGet(Invocation& inv);
+// Writes an issued certificate to inv.out (PEM, or DER with --der) and its
+// chain to inv.chain (PEM, nearest first) when given, then reports it.
+std::optional<Failure> FinishIssue(Invocation& inv, const custos::v1::CertificateInfo& cert);
+// Writes a new CA's certificate to inv.out when given, then reports it.
+std::optional<Failure> FinishCaCreate(Invocation& inv, const custos::v1::CaInfo& ca);
 
 // --- Policy (policy_commands.cc) ---
 std::optional<Failure> PolicyShow(Invocation& inv);

@@ -1,57 +1,10 @@
 // Key lifecycle commands: keys rotate, disable, enable, destroy,
 // mark-compromised (docs/operations.md, "Key lifecycle").
 #include <cstdio>
-#include <ctime>
-#include <limits>
 
 #include "cli.h"
 
 namespace custos::cli {
-
-std::optional<Failure> ParseDuration(std::string_view text, std::string_view option,
-                                     std::uint64_t* seconds) {
-  auto bad = [&] {
-    return Failure{kExitUsage, "--" + std::string(option) + " '" + std::string(text) +
-                                   "' is not a duration: a positive number with a unit s, m, h "
-                                   "or d (e.g. 365d, 12h, 30s)"};
-  };
-  if (text.size() < 2) return bad();
-  std::uint64_t unit = 0;
-  switch (text.back()) {
-    case 's':
-      unit = 1;
-      break;
-    case 'm':
-      unit = 60;
-      break;
-    case 'h':
-      unit = 3600;
-      break;
-    case 'd':
-      unit = 86400;
-      break;
-    default:
-      return bad();
-  }
-  std::uint64_t n = 0;
-  for (char c : text.substr(0, text.size() - 1)) {
-    if (c < '0' || c > '9') return bad();
-    if (n > std::numeric_limits<std::uint64_t>::max() / 10 / unit) return bad();
-    n = n * 10 + static_cast<std::uint64_t>(c - '0');
-  }
-  if (n == 0) return bad();
-  *seconds = n * unit;
-  return std::nullopt;
-}
-
-std::string FormatUtc(std::int64_t seconds) {
-  const std::time_t t = static_cast<std::time_t>(seconds);
-  std::tm tm{};
-  if (gmtime_r(&t, &tm) == nullptr) return std::to_string(seconds);
-  char buf[32];
-  std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%SZ", &tm);
-  return buf;
-}
 
 std::string KeyVersionJson(const v1::KeyVersionInfo& v) {
   JsonObject o;

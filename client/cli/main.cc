@@ -49,14 +49,49 @@ Quorum (operations that need officers' approval; docs/quorum.md):
         your requests and, for an officer, those you may vote on (default:
         pending); columns ID STATE OPERATION KEY REQUESTER APPROVALS EXPIRES
   request show ID [--json]
-  request wait ID [--timeout DURATION] [--out FILE] [--json]
+  request wait ID [--timeout DURATION] [--out FILE] [--chain FILE] [--der] [--json]
         until executed (exit 0), denied/expired/invalidated/failed (exit 4)
         or DURATION (default 10m) passes (exit 6); a sign request writes the
-        signature to --out
+        signature to --out, a certificate issuance the certificate (and
+        --chain), a CA creation the CA certificate
   policy show [--out FILE] [--json]     the active policy (needs READ_POLICY)
   policy check FILE [--json]            validates FILE offline; with a server,
                                         prints the changes and the quorum needed
   policy propose FILE [--note TEXT] [--json]
+
+CA back-end (docs/operations.md "Certificates and CAs"; DN: RFC 4514, e.g.
+"CN=Example Root,O=Example"; certificates in PEM unless --der):
+  ca create-root NAME --key KEY[@V] --subject DN --validity DURATION
+       [--path-len N] [--out FILE] [--wait DURATION] [--note TEXT] [--json]
+  ca create-intermediate NAME --key KEY[@V] --parent CA --subject DN
+       [--path-len N] [--validity DURATION] [--out FILE] [--wait DURATION]
+       [--note TEXT] [--json]
+        KEY: an active key of usage ca; creating a CA needs quorum approval
+        (exit 6 with the request id; --wait waits for it); --out writes the
+        CA certificate
+  ca list [--json]
+  ca show NAME [--out FILE] [--der] [--json]
+  ca chain NAME [--out FILE] [--json]   the CA certificate and the chain above
+                                        it (PEM, nearest first)
+  ca csr NAME --key KEY[@V] --subject DN --out FILE [--der] [--note TEXT] [--json]
+        a CSR for an external CA; the CA waits in state pending-certificate
+  ca import-cert NAME CERT [--chain FILE] [--note TEXT] [--json]
+  cert issue --profile P --csr FILE --out CERT [--validity DURATION]
+       [--san TYPE:VALUE]... [--chain FILE] [--renews SERIAL] [--der]
+       [--wait DURATION] [--note TEXT] [--json]
+        CSR in PEM or DER; --san (dns:, ip:, uri:, email:) replaces the CSR's
+        names; --chain writes the issuing CA's certificate and those above it
+  cert list [--ca NAME] [--requester PRINCIPAL] [--profile P]
+       [--expiring DURATION] [--json]
+  cert show SERIAL [--ca NAME] [--out FILE] [--der] [--json]
+  cert revoke SERIAL --reason REASON [--ca NAME] [--wait DURATION] [--note TEXT] [--json]
+        REASON: unspecified keyCompromise cACompromise affiliationChanged
+        superseded cessationOfOperation certificateHold privilegeWithdrawn
+        aACompromise
+  crl --ca NAME [--out FILE] [--der] [--json]
+        the CA's current CRL (PEM on stdout without --out)
+  After cert, crl and ca commands, --ca names a CA: give the TLS CA file
+  with --tls-ca (or before the command). DURATION also takes y (365 days).
 
   ALG: ecdsa-p256-sha256 ecdsa-p384-sha384 rsa-pkcs1-sha256 rsa-pkcs1-sha384
        rsa-pkcs1-sha512 rsa-pss-sha256 rsa-pss-sha384 rsa-pss-sha512 ed25519
@@ -74,6 +109,7 @@ Connection settings (from --config FILE, else $CUSTOS_CONFIG; flags override):
                          --key names the signing key instead: use --tls-key
   --tls-key FILE         client private key (PEM), anywhere on the line
   --ca FILE              CA that the server certificate must chain to
+                         (--tls-ca FILE anywhere on the line)
   --server-name NAME     name to verify in the server certificate
   --timeout-ms N         request deadline in milliseconds
   --json                 one JSON object on stdout
@@ -97,21 +133,23 @@ struct Settings {
 };
 
 // Options that hold connection settings, valid before and after the command.
-// `with_key`: whether --key means the TLS private key here.
-po::options_description ConnectionOptions(Settings* s, bool with_key) {
+// `with_key`, `with_ca`: whether --key means the TLS private key and --ca the
+// TLS CA file here (else the command gives them another meaning).
+po::options_description ConnectionOptions(Settings* s, bool with_key, bool with_ca) {
   po::options_description d;
   d.add_options()("help,h", "")("json", "")("config", po::value(&s->config))(
       "server", po::value(&s->server))("cert", po::value(&s->cert))(
-      "tls-key", po::value(&s->tls_key))("ca", po::value(&s->ca))(
-      "server-name", po::value(&s->server_name))("timeout-ms", po::value(&s->timeout_ms));
+      "tls-key", po::value(&s->tls_key))("server-name", po::value(&s->server_name))(
+      "timeout-ms", po::value(&s->timeout_ms))("tls-ca", po::value(&s->ca));
   if (with_key) d.add_options()("key", po::value(&s->tls_key));
+  if (with_ca) d.add_options()("ca", po::value(&s->ca));
   return d;
 }
 
 bool TakesValue(std::string_view option) {
-  static const std::set<std::string_view> kValued = {"--config",      "--server",    "--cert",
-                                                     "--key",         "--tls-key",   "--ca",
-                                                     "--server-name", "--timeout-ms"};
+  static const std::set<std::string_view> kValued = {"--config", "--server",      "--cert",
+                                                     "--key",    "--tls-key",     "--ca",
+                                                     "--tls-ca", "--server-name", "--timeout-ms"};
   return kValued.count(option) > 0;
 }
 
@@ -136,10 +174,24 @@ const Command kCommands[] = {
     {"audit checkpoint", {"out"}},
     {"request list", {"state"}},
     {"request show", {}},
-    {"request wait", {"timeout", "out"}},
+    {"request wait", {"timeout", "out", "chain", "der"}},
     {"policy show", {"out"}},
     {"policy check", {}},
     {"policy propose", {"note"}},
+    {"ca create-root", {"key", "subject", "validity", "path-len", "out", "wait", "note"}},
+    {"ca create-intermediate",
+     {"key", "parent", "subject", "validity", "path-len", "out", "wait", "note"}},
+    {"ca list", {}},
+    {"ca show", {"out", "der"}},
+    {"ca chain", {"out"}},
+    {"ca csr", {"key", "subject", "out", "der", "note"}},
+    {"ca import-cert", {"chain", "note"}},
+    {"cert issue",
+     {"profile", "csr", "validity", "san", "out", "chain", "renews", "der", "wait", "note"}},
+    {"cert list", {"ca", "requester", "profile", "expiring"}},
+    {"cert show", {"ca", "out", "der"}},
+    {"cert revoke", {"ca", "reason", "wait", "note"}},
+    {"crl", {"ca", "out", "der"}},
 };
 
 int Fail(const Failure& f) {
@@ -179,7 +231,7 @@ int Run(int argc, char** argv) {
   try {
     po::store(
         po::command_line_parser(global_args)
-            .options(ConnectionOptions(&global, /*with_key=*/true))
+            .options(ConnectionOptions(&global, /*with_key=*/true, /*with_ca=*/true))
             .style(po::command_line_style::unix_style ^ po::command_line_style::allow_guessing)
             .run(),
         global_vm);
@@ -207,11 +259,15 @@ int Run(int argc, char** argv) {
     }
     name += " " + command_args[1];
     words = 2;
-  } else if (name == "audit" || name == "request" || name == "policy") {
+  } else if (name == "audit" || name == "request" || name == "policy" || name == "ca" ||
+             name == "cert") {
     if (command_args.size() < 2 || command_args[1][0] == '-') {
-      const char* subcommands = name == "audit"     ? "checkpoint"
-                                : name == "request" ? "list, show or wait"
-                                                    : "show, check or propose";
+      const char* subcommands =
+          name == "audit"     ? "checkpoint"
+          : name == "request" ? "list, show or wait"
+          : name == "policy"  ? "show, check or propose"
+          : name == "ca" ? "create-root, create-intermediate, list, show, chain, csr or import-cert"
+                         : "issue, list, show or revoke";
       return UsageError(name + " needs a subcommand: " + subcommands);
     }
     name += " " + command_args[1];
@@ -223,16 +279,24 @@ int Run(int argc, char** argv) {
   }
   if (command == nullptr) return UsageError("unknown command '" + name + "'");
   const bool key_is_signing_key = command->options.count("key") > 0;
+  const bool ca_is_ca_name = command->options.count("ca") > 0;
 
   Invocation inv;
-  po::options_description local_desc = ConnectionOptions(&local, !key_is_signing_key);
+  po::options_description local_desc =
+      ConnectionOptions(&local, !key_is_signing_key, !ca_is_ca_name);
   if (key_is_signing_key) local_desc.add_options()("key", po::value(&inv.key_name));
+  if (ca_is_ca_name) local_desc.add_options()("ca", po::value(&inv.ca_name));
   local_desc.add_options()("type", po::value(&inv.type))("usage", po::value(&inv.usage))(
       "out", po::value(&inv.out))("algorithm", po::value(&inv.algorithm))("in", po::value(&inv.in))(
       "sig", po::value(&inv.sig))("pubkey", po::value(&inv.pubkey))("args", po::value(&inv.args))(
       "expires", po::value(&inv.expires))("expiring", po::value(&inv.expiring))("check", "")(
       "note", po::value(&inv.note))("wait", po::value(&inv.wait))("state", po::value(&inv.state))(
-      "timeout", po::value(&inv.timeout));
+      "timeout", po::value(&inv.timeout))("subject", po::value(&inv.subject))(
+      "parent", po::value(&inv.parent))("validity", po::value(&inv.validity))(
+      "path-len", po::value(&inv.path_len))("profile", po::value(&inv.profile))(
+      "csr", po::value(&inv.csr))("chain", po::value(&inv.chain))("renews", po::value(&inv.renews))(
+      "requester", po::value(&inv.requester))("reason", po::value(&inv.reason))(
+      "san", po::value(&inv.sans)->composing())("der", "");
   po::positional_options_description positional;
   positional.add("args", -1);
   try {
@@ -245,12 +309,13 @@ int Run(int argc, char** argv) {
             .style(po::command_line_style::unix_style ^ po::command_line_style::allow_guessing)
             .run();
     static const std::set<std::string> kConnection = {
-        "help",    "json", "config",      "server",     "cert",
-        "tls-key", "ca",   "server-name", "timeout-ms", "args"};
+        "help",    "json",   "config",      "server",     "cert",
+        "tls-key", "tls-ca", "server-name", "timeout-ms", "args"};
     for (const auto& o : parsed.options) {
       const bool allowed = kConnection.count(o.string_key) > 0 ||
                            command->options.count(o.string_key) > 0 ||
-                           (o.string_key == "key" && !key_is_signing_key);
+                           (o.string_key == "key" && !key_is_signing_key) ||
+                           (o.string_key == "ca" && !ca_is_ca_name);
       if (!allowed) {
         return UsageError("option --" + o.string_key + " does not apply to '" + name + "'");
       }
@@ -266,6 +331,7 @@ int Run(int argc, char** argv) {
   }
   inv.json = global_vm.count("json") > 0 || local_vm.count("json") > 0;
   inv.check = local_vm.count("check") > 0;
+  inv.der = local_vm.count("der") > 0;
 
   std::string config_path = !local.config.empty() ? local.config : global.config;
   if (config_path.empty()) {
@@ -315,6 +381,28 @@ int Run(int argc, char** argv) {
     failure = PolicyCheck(inv);
   } else if (name == "policy propose") {
     failure = PolicyPropose(inv);
+  } else if (name == "ca create-root" || name == "ca create-intermediate") {
+    failure = CaCreate(inv, name == "ca create-root");
+  } else if (name == "ca list") {
+    failure = CaList(inv);
+  } else if (name == "ca show") {
+    failure = CaShow(inv);
+  } else if (name == "ca chain") {
+    failure = CaChain(inv);
+  } else if (name == "ca csr") {
+    failure = CaCsr(inv);
+  } else if (name == "ca import-cert") {
+    failure = CaImportCert(inv);
+  } else if (name == "cert issue") {
+    failure = CertIssue(inv);
+  } else if (name == "cert list") {
+    failure = CertList(inv);
+  } else if (name == "cert show") {
+    failure = CertShow(inv);
+  } else if (name == "cert revoke") {
+    failure = CertRevoke(inv);
+  } else if (name == "crl") {
+    failure = CrlGet(inv);
   }
   if (failure) return Fail(*failure);
   if (std::fflush(stdout) != 0) return Fail(Failure{kExitFile, "cannot write to standard output"});

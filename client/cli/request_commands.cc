@@ -68,6 +68,12 @@ std::string ResultJson(const v1::Response& r) {
           .Add("version", static_cast<std::int64_t>(r.policy().version()))
           .Add("sha256", r.policy().sha256())
           .str();
+    case v1::Response::kIssueCertificate:
+      return CertificateJson(r.issue_certificate());
+    case v1::Response::kRevokeCertificate:
+      return CertificateJson(r.revoke_certificate());
+    case v1::Response::kCreateCa:
+      return CaJson(r.create_ca());
     default:
       return JsonObject().Add("status", v1::StatusCode_Name(r.status().code())).str();
   }
@@ -101,6 +107,15 @@ std::string ResultText(const v1::Response& r) {
       return key_line("marked compromised", r.mark_compromised());
     case v1::Response::kPolicy:
       return "policy version " + std::to_string(r.policy().version()) + " is active";
+    case v1::Response::kIssueCertificate:
+      return "certificate " + r.issue_certificate().serial() + " issued by CA " +
+             r.issue_certificate().ca() + " (profile " + r.issue_certificate().profile() + ")";
+    case v1::Response::kRevokeCertificate:
+      return "certificate " + r.revoke_certificate().serial() + " of CA " +
+             r.revoke_certificate().ca() + " " + CertificateStateText(r.revoke_certificate());
+    case v1::Response::kCreateCa:
+      return "CA " + r.create_ca().name() + " created: " + r.create_ca().subject() + ", serial " +
+             r.create_ca().serial();
     default:
       return "";
   }
@@ -299,7 +314,24 @@ std::optional<Failure> RequestWait(Invocation& inv) {
     return Failure{kExitUsage, "request " + id + " is a sign request: give --out FILE for the " +
                                    "signature (" + usage + ")"};
   }
+  if (info.operation() == "issue-certificate" && inv.out.empty()) {
+    return Failure{kExitUsage, "request " + id + " issues a certificate: give --out FILE for " +
+                                   "it (" + usage + ")"};
+  }
   if (auto f = WaitForRequest(inv, id, timeout, &info)) return f;
+  // Certificates: written where --out/--chain say, reported as the operation
+  // itself would have been (FinishIssue, FinishCaCreate).
+  if (info.has_result() && info.result().has_issue_certificate() && !inv.out.empty()) {
+    return FinishIssue(inv, info.result().issue_certificate());
+  }
+  if (info.has_result() && info.result().has_create_ca()) {
+    return FinishCaCreate(inv, info.result().create_ca());
+  }
+  if (info.operation() == "issue-certificate") {
+    return Failure{kExitRefused, "request " + id +
+                                     " was executed but the server returned no certificate "
+                                     "(only the requester receives it)"};
+  }
   if (is_sign) {
     if (!info.has_result() || !info.result().has_sign()) {
       return Failure{kExitRefused, "request " + id +

@@ -52,6 +52,9 @@ std::string OperationText(std::string_view op) {
       {"destroy-key", "destroy a key version (final)"},
       {"mark-compromised", "mark a key version compromised"},
       {"policy-change", "change the policy"},
+      {"issue-certificate", "issue a certificate"},
+      {"create-ca", "create a CA certificate"},
+      {"revoke-certificate", "revoke a certificate"},
   };
   const auto it = kWords.find(op);
   if (it == kWords.end()) return std::string(op);
@@ -108,6 +111,25 @@ std::variant<CheckedRequest, std::string> CheckRequest(const v1::PendingRequestI
     if (got != *want && "sha256:" + got != *want) {
       return "request " + id + ": its payload hashes to " + got + " but the request says " +
              TerminalSafe(*want) + "; not shown, nothing signed";
+    }
+  }
+  const std::string operation = out.text.Get("operation").value_or("");
+  if (IsCertificateOperation(operation)) {
+    const bool bound = out.text.Get("payload-sha256").has_value();
+    if (!bound && operation != "revoke-certificate") {
+      return "request " + id + ": a " + TerminalSafe(operation) +
+             " request without payload-sha256 does not bind the certificate to be signed; not "
+             "shown, nothing signed";
+    }
+    if (bound) {
+      auto parsed = ParseCertificatePayload(info.payload());
+      if (auto* error = std::get_if<std::string>(&parsed)) {
+        return "request " + id + ": its payload cannot be shown: " + *error + "; nothing signed";
+      }
+      out.certificate = std::move(std::get<CertificateView>(parsed));
+      if (auto mismatch = CompareWithRequest(*out.certificate, out.text)) {
+        return "request " + id + ": " + *mismatch + "; not shown, nothing signed";
+      }
     }
   }
   return out;
@@ -178,6 +200,17 @@ std::string FieldLabel(std::string_view field) {
       {"item", "Item"},
       {"proposed-version", "Proposed version"},
       {"payload-sha256", "Policy text SHA-256"},
+      {"profile", "Profile"},
+      {"ca", "CA"},
+      {"subject", "Subject"},
+      {"san", "SAN"},
+      {"not-before", "Not before"},
+      {"not-after", "Not after"},
+      {"key-algorithm", "Key algorithm"},
+      {"serial", "Serial"},
+      {"parent", "Parent CA"},
+      {"path-len", "Path length"},
+      {"reason", "Reason"},
       {"policy-diff", "Change"},
       {"note", "Note"},
   };
@@ -202,7 +235,10 @@ std::string DescribeRequest(const CheckedRequest& request,
   std::string out = "Request " + TerminalSafe(request.text.id) + "\n";
   bool time_left_shown = false;
   for (const auto& [name, value] : request.text.fields) {
-    const std::string label = FieldLabel(name);
+    std::string label = FieldLabel(name);
+    if (name == "payload-sha256" && request.certificate) {
+      label = request.certificate->to_be_signed ? "TBS SHA-256" : "Certificate SHA-256";
+    }
     if (name == "operation") {
       out += Line(label, TerminalSafe(OperationText(value)));
     } else {
@@ -221,6 +257,16 @@ std::string DescribeRequest(const CheckedRequest& request,
   }
   out += Line("Request digest",
               policy::DigestToString(request.digest) + " (computed here from the request)");
+  if (request.certificate) {
+    out += request.certificate->to_be_signed
+               ? "Certificate to be signed (parsed here from the payload that payload-sha256 "
+                 "binds):\n"
+               : "Certificate concerned (parsed here from the payload that payload-sha256 "
+                 "binds):\n";
+    for (const auto& [label, value] : CertificateLines(*request.certificate)) {
+      out += Line(label, TerminalSafe(value));
+    }
+  }
   out += "Status (reported by the server, not part of what you sign):\n";
   std::string state = TerminalSafe(info.state());
   if (!info.state_reason().empty()) state += ": " + TerminalSafe(info.state_reason());

@@ -16,6 +16,7 @@
 #include <string_view>
 #include <variant>
 
+#include "certificate_view.h"
 #include "custos/policy/pending_request.h"
 #include "custos/v1/custos.pb.h"
 
@@ -26,13 +27,20 @@ struct CheckedRequest {
   custos::v1::PendingRequestInfo info;  // as the server sent it
   policy::PendingRequestText text;      // parsed from info.canonical()
   policy::Sha256Digest digest{};        // SHA-256 of info.canonical(), computed here
+  // CA requests (IsCertificateOperation): the certificate parsed from the
+  // payload that "payload-sha256" binds.
+  std::optional<CertificateView> certificate;
 };
 
 // Checks the server's request before it is shown or voted on:
 //   - canonical parses strictly (policy::ParsePendingRequest);
 //   - its id equals info.id;
 //   - the locally computed SHA-256 equals info.digest ("sha256:<hex>");
-//   - if it carries "payload-sha256", info.payload is present and hashes to it.
+//   - if it carries "payload-sha256", info.payload is present and hashes to it;
+//   - CA requests: "issue-certificate" and "create-ca" carry "payload-sha256";
+//     a bound payload of a CA request parses as a TBSCertificate or
+//     certificate (ParseCertificatePayload) and agrees with the canonical
+//     serial, subject, san, not-before and not-after (CompareWithRequest).
 // The error is one line saying what did not match; nothing may be signed then.
 std::variant<CheckedRequest, std::string> CheckRequest(const custos::v1::PendingRequestInfo& info);
 
@@ -65,6 +73,9 @@ std::string ApprovalsText(const custos::v1::PendingRequestInfo& info);
 //     ...every canonical field, in order, labelled...
 //     Time left:            23 h 12 min            (after "Expires")
 //     Request digest:       sha256:<hex> (computed here from the request)
+//   Certificate to be signed (parsed here from the payload ...):   CA requests
+//     Subject:              CN=www.dev.custos.test
+//     ...CertificateLines()...
 //   Status (reported by the server, not part of what you sign):
 //     State:                pending
 //     Approvals:            1/2 (ca-key-creation: alice)
