@@ -497,6 +497,18 @@ v1::Response SigningCore::Handle(std::string_view principal, std::string_view /*
     case v1::Request::kGetPolicy:
       HandleGetPolicy(principal, resp);
       break;
+    case v1::Request::kCreateCa:
+    case v1::Request::kListCas:
+    case v1::Request::kGetCa:
+    case v1::Request::kCaCsr:
+    case v1::Request::kImportCaCert:
+    case v1::Request::kIssueCertificate:
+    case v1::Request::kListCertificates:
+    case v1::Request::kGetCertificate:
+    case v1::Request::kRevokeCertificate:
+    case v1::Request::kGetCrl:
+      HandleCa(principal, request, resp);
+      break;
     case v1::Request::OP_NOT_SET:
       SetStatus(resp.mutable_status(), v1::INVALID_ARGUMENT,
                 "request names no operation this server knows (protocol custos/1)");

@@ -140,6 +140,48 @@ CREATE TABLE policies (
   active INTEGER NOT NULL
 );
 )sql",
+    // 2 -> 3: the CA back-end (issue 5).
+    R"sql(
+CREATE TABLE cas (
+  name TEXT PRIMARY KEY NOT NULL,
+  key TEXT NOT NULL,
+  key_version INTEGER NOT NULL,
+  parent TEXT NOT NULL,
+  subject TEXT NOT NULL,
+  cert_der BLOB NOT NULL,
+  chain BLOB NOT NULL,
+  state TEXT NOT NULL CHECK (state IN ('active', 'pending-certificate', 'revoked')),
+  created_at INTEGER NOT NULL
+);
+CREATE TABLE certificates (
+  ca TEXT NOT NULL,
+  serial TEXT NOT NULL,
+  profile TEXT NOT NULL,
+  subject TEXT NOT NULL,
+  sans TEXT NOT NULL,
+  requester TEXT NOT NULL,
+  not_before INTEGER NOT NULL,
+  not_after INTEGER NOT NULL,
+  state TEXT NOT NULL CHECK (state IN ('valid', 'revoked')),
+  reason TEXT NOT NULL,
+  revoked_at INTEGER NOT NULL,
+  der BLOB NOT NULL,
+  renews TEXT NOT NULL,
+  renewed_by TEXT NOT NULL,
+  issued_at INTEGER NOT NULL,
+  PRIMARY KEY (ca, serial)
+);
+CREATE INDEX certificates_requester ON certificates(requester);
+CREATE INDEX certificates_not_after ON certificates(not_after);
+CREATE INDEX certificates_serial ON certificates(serial);
+CREATE TABLE crls (
+  ca TEXT PRIMARY KEY NOT NULL,
+  number INTEGER NOT NULL,
+  der BLOB NOT NULL,
+  this_update INTEGER NOT NULL,
+  next_update INTEGER NOT NULL
+);
+)sql",
 };
 static_assert(std::size(kMigrations) == KeyStore::kSchemaVersion);
 
@@ -248,6 +290,27 @@ struct KeyStore::Impl {
   Result<InsertResult> InsertKeyRows(const KeyRecord& key);
   Result<void> UpdateKeyRows(const KeyRecord& key);
   Result<InsertResult> ApplyChange(const StoreChange& change);
+  // CA back-end rows, inside the caller's transaction.
+  Result<void> PutCaRow(const CaRecord& ca, bool replace_only);
+  Result<InsertResult> InsertCertificateRow(const CertificateRecord& cert);
+  Result<bool> RevokeRow(const CertificateRevocation& r);
+  // Runs `body` in one transaction; rolls back when it fails or returns a
+  // value `keep` rejects.
+  template <typename T, typename Body, typename Keep>
+  Result<T> Transaction(Body body, Keep keep) {
+    std::lock_guard<std::mutex> lock(mu);
+    if (auto r = Step(begin.get(), "begin transaction"); !r) return Error{r.error()};
+    Result<T> out = body();
+    if (!out || !keep(*out)) {
+      (void)Step(rollback.get(), "rollback");
+      return out;
+    }
+    if (auto r = Step(commit.get(), "commit"); !r) {
+      (void)Step(rollback.get(), "rollback");
+      return Error{r.error()};
+    }
+    return out;
+  }
 };
 
 KeyStore::KeyStore(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
@@ -583,6 +646,25 @@ Result<KeyStore::InsertResult> KeyStore::Impl::ApplyChange(const StoreChange& ch
   if (change.update_key != nullptr) {
     if (auto r = UpdateKeyRows(*change.update_key); !r) return Error{r.error()};
   }
+  if (change.put_ca != nullptr) {
+    if (auto r = PutCaRow(*change.put_ca, false); !r) return Error{r.error()};
+  }
+  if (change.insert_certificate != nullptr) {
+    auto r = InsertCertificateRow(*change.insert_certificate);
+    if (!r) return r;
+    if (*r != InsertResult::kInserted) {
+      return Error{"state store: CA " + change.insert_certificate->ca + " already has serial " +
+                   change.insert_certificate->serial};
+    }
+  }
+  if (change.revoke != nullptr) {
+    auto r = RevokeRow(*change.revoke);
+    if (!r) return Error{r.error()};
+    if (!*r) {
+      return Error{"state store: certificate " + change.revoke->serial + " of CA " +
+                   change.revoke->ca + " is not valid"};
+    }
+  }
   if (const PolicyRecord* p = change.activate_policy) {
     if (auto r = Exec(db.get(), "UPDATE policies SET active = 0 WHERE active != 0",
                       "state store: deactivate policy");
@@ -842,6 +924,356 @@ Result<std::optional<PolicyRecord>> KeyStore::ActivePolicy() {
   }
   p.active = sqlite3_column_int64(s, 7) != 0;
   return std::optional<PolicyRecord>(std::move(p));
+}
+
+// --- CA back-end (schema 3). ---
+
+namespace {
+
+// A chain as one blob: per certificate a 4-byte big-endian length, then DER.
+std::vector<std::uint8_t> EncodeChain(const std::vector<std::vector<std::uint8_t>>& chain) {
+  std::vector<std::uint8_t> out;
+  for (const auto& c : chain) {
+    const auto n = static_cast<std::uint32_t>(c.size());
+    for (int shift = 24; shift >= 0; shift -= 8)
+      out.push_back(static_cast<std::uint8_t>(n >> shift));
+    out.insert(out.end(), c.begin(), c.end());
+  }
+  return out;
+}
+
+std::optional<std::vector<std::vector<std::uint8_t>>> DecodeChain(
+    const std::vector<std::uint8_t>& blob) {
+  std::vector<std::vector<std::uint8_t>> out;
+  std::size_t i = 0;
+  while (i < blob.size()) {
+    if (blob.size() - i < 4) return std::nullopt;
+    const std::uint32_t n = (std::uint32_t{blob[i]} << 24) | (std::uint32_t{blob[i + 1]} << 16) |
+                            (std::uint32_t{blob[i + 2]} << 8) | std::uint32_t{blob[i + 3]};
+    i += 4;
+    if (blob.size() - i < n) return std::nullopt;
+    out.emplace_back(blob.begin() + static_cast<std::ptrdiff_t>(i),
+                     blob.begin() + static_cast<std::ptrdiff_t>(i + n));
+    i += n;
+  }
+  return out;
+}
+
+std::string JoinLines(const std::vector<std::string>& items) {
+  std::string out;
+  for (const auto& item : items) out += EscapeField(item) + "\n";
+  return out;
+}
+
+std::vector<std::string> SplitLines(const std::string& text) {
+  std::vector<std::string> out;
+  if (text.empty()) return out;
+  std::string_view rest(text);
+  if (rest.back() == '\n') rest.remove_suffix(1);
+  for (auto line : Split(rest, '\n'))
+    out.push_back(UnescapeField(line).value_or(std::string(line)));
+  return out;
+}
+
+constexpr const char* kCaColumns =
+    "name, key, key_version, parent, subject, cert_der, chain, state, created_at";
+
+Result<CaRecord> ReadCa(sqlite3_stmt* s) {
+  CaRecord c;
+  c.name = ColumnText(s, 0);
+  c.key = ColumnText(s, 1);
+  c.key_version = static_cast<std::uint32_t>(sqlite3_column_int64(s, 2));
+  c.parent = ColumnText(s, 3);
+  c.subject = ColumnText(s, 4);
+  c.cert_der = ColumnBlob(s, 5);
+  auto chain = DecodeChain(ColumnBlob(s, 6));
+  if (!chain) return Error{"state store: CA " + c.name + " has an unreadable chain"};
+  c.chain = std::move(*chain);
+  c.state = ColumnText(s, 7);
+  c.created_at = sqlite3_column_int64(s, 8);
+  return c;
+}
+
+constexpr const char* kCertColumns =
+    "ca, serial, profile, subject, sans, requester, not_before, not_after, state, reason, "
+    "revoked_at, der, renews, renewed_by, issued_at";
+
+CertificateRecord ReadCertificate(sqlite3_stmt* s, bool with_der) {
+  CertificateRecord c;
+  c.ca = ColumnText(s, 0);
+  c.serial = ColumnText(s, 1);
+  c.profile = ColumnText(s, 2);
+  c.subject = ColumnText(s, 3);
+  c.sans = SplitLines(ColumnText(s, 4));
+  c.requester = ColumnText(s, 5);
+  c.not_before = sqlite3_column_int64(s, 6);
+  c.not_after = sqlite3_column_int64(s, 7);
+  c.state = ColumnText(s, 8);
+  c.reason = ColumnText(s, 9);
+  c.revoked_at = sqlite3_column_int64(s, 10);
+  if (with_der) c.der = ColumnBlob(s, 11);
+  c.renews = ColumnText(s, 12);
+  c.renewed_by = ColumnText(s, 13);
+  c.issued_at = sqlite3_column_int64(s, 14);
+  return c;
+}
+
+}  // namespace
+
+Result<void> KeyStore::Impl::PutCaRow(const CaRecord& ca, bool replace_only) {
+  const std::string sql =
+      replace_only
+          ? "UPDATE cas SET key = ?2, key_version = ?3, parent = ?4, subject = ?5, cert_der = ?6, "
+            "chain = ?7, state = ?8, created_at = ?9 WHERE name = ?1"
+          : std::string("INSERT INTO cas(") + kCaColumns +
+                ") VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9) ON CONFLICT(name) DO UPDATE SET "
+                "key = excluded.key, key_version = excluded.key_version, parent = excluded.parent, "
+                "subject = excluded.subject, cert_der = excluded.cert_der, chain = excluded.chain, "
+                "state = excluded.state, created_at = excluded.created_at";
+  auto st = Prepare(sql.c_str());
+  if (!st) return Error{st.error()};
+  sqlite3_stmt* s = st->get();
+  BindText(s, 1, ca.name);
+  BindText(s, 2, ca.key);
+  sqlite3_bind_int64(s, 3, ca.key_version);
+  BindText(s, 4, ca.parent);
+  BindText(s, 5, ca.subject);
+  BindBlob(s, 6, ca.cert_der);
+  BindBlob(s, 7, EncodeChain(ca.chain));
+  BindText(s, 8, ca.state);
+  sqlite3_bind_int64(s, 9, ca.created_at);
+  if (sqlite3_step(s) != SQLITE_DONE) return Error{DbError(db.get(), "write CA " + ca.name)};
+  if (replace_only && sqlite3_changes(db.get()) == 0) {
+    return Error{"state store: no CA named " + ca.name + " to update"};
+  }
+  return {};
+}
+
+Result<KeyStore::InsertResult> KeyStore::Impl::InsertCertificateRow(const CertificateRecord& c) {
+  auto st = Prepare((std::string("INSERT INTO certificates(") + kCertColumns +
+                     ") VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15) "
+                     "ON CONFLICT(ca, serial) DO NOTHING")
+                        .c_str());
+  if (!st) return Error{st.error()};
+  sqlite3_stmt* s = st->get();
+  BindText(s, 1, c.ca);
+  BindText(s, 2, c.serial);
+  BindText(s, 3, c.profile);
+  BindText(s, 4, c.subject);
+  BindText(s, 5, JoinLines(c.sans));
+  BindText(s, 6, c.requester);
+  sqlite3_bind_int64(s, 7, c.not_before);
+  sqlite3_bind_int64(s, 8, c.not_after);
+  BindText(s, 9, c.state);
+  BindText(s, 10, c.reason);
+  sqlite3_bind_int64(s, 11, c.revoked_at);
+  BindBlob(s, 12, c.der);
+  BindText(s, 13, c.renews);
+  BindText(s, 14, c.renewed_by);
+  sqlite3_bind_int64(s, 15, c.issued_at);
+  if (sqlite3_step(s) != SQLITE_DONE) return Error{DbError(db.get(), "insert certificate")};
+  if (sqlite3_changes(db.get()) == 0) return InsertResult::kAlreadyExists;
+  if (!c.renews.empty()) {
+    auto up = Prepare("UPDATE certificates SET renewed_by = ?3 WHERE ca = ?1 AND serial = ?2");
+    if (!up) return Error{up.error()};
+    BindText(up->get(), 1, c.ca);
+    BindText(up->get(), 2, c.renews);
+    BindText(up->get(), 3, c.serial);
+    if (sqlite3_step(up->get()) != SQLITE_DONE) {
+      return Error{DbError(db.get(), "link renewed certificate")};
+    }
+  }
+  return InsertResult::kInserted;
+}
+
+Result<bool> KeyStore::Impl::RevokeRow(const CertificateRevocation& r) {
+  auto st = Prepare(
+      "UPDATE certificates SET state = 'revoked', reason = ?3, revoked_at = ?4 "
+      "WHERE ca = ?1 AND serial = ?2 AND state = 'valid'");
+  if (!st) return Error{st.error()};
+  BindText(st->get(), 1, r.ca);
+  BindText(st->get(), 2, r.serial);
+  BindText(st->get(), 3, r.reason);
+  sqlite3_bind_int64(st->get(), 4, r.revoked_at);
+  if (sqlite3_step(st->get()) != SQLITE_DONE) return Error{DbError(db.get(), "revoke certificate")};
+  if (sqlite3_changes(db.get()) == 0) return false;
+  if (!r.revokes_ca.empty()) {
+    auto up = Prepare("UPDATE cas SET state = 'revoked' WHERE name = ?1");
+    if (!up) return Error{up.error()};
+    BindText(up->get(), 1, r.revokes_ca);
+    if (sqlite3_step(up->get()) != SQLITE_DONE) return Error{DbError(db.get(), "revoke CA")};
+  }
+  return true;
+}
+
+Result<KeyStore::InsertResult> KeyStore::InsertCa(const CaRecord& ca) {
+  Impl& d = *impl_;
+  return d.Transaction<InsertResult>(
+      [&]() -> Result<InsertResult> {
+        auto st = d.Prepare((std::string("INSERT INTO cas(") + kCaColumns +
+                             ") VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9) "
+                             "ON CONFLICT(name) DO NOTHING")
+                                .c_str());
+        if (!st) return Error{st.error()};
+        sqlite3_stmt* s = st->get();
+        BindText(s, 1, ca.name);
+        BindText(s, 2, ca.key);
+        sqlite3_bind_int64(s, 3, ca.key_version);
+        BindText(s, 4, ca.parent);
+        BindText(s, 5, ca.subject);
+        BindBlob(s, 6, ca.cert_der);
+        BindBlob(s, 7, EncodeChain(ca.chain));
+        BindText(s, 8, ca.state);
+        sqlite3_bind_int64(s, 9, ca.created_at);
+        if (sqlite3_step(s) != SQLITE_DONE) return Error{DbError(d.db.get(), "insert CA")};
+        return sqlite3_changes(d.db.get()) == 0 ? InsertResult::kAlreadyExists
+                                                : InsertResult::kInserted;
+      },
+      [](InsertResult r) { return r == InsertResult::kInserted; });
+}
+
+Result<void> KeyStore::UpdateCa(const CaRecord& ca) {
+  Impl& d = *impl_;
+  auto r = d.Transaction<bool>(
+      [&]() -> Result<bool> {
+        if (auto put = d.PutCaRow(ca, true); !put) return Error{put.error()};
+        return true;
+      },
+      [](bool) { return true; });
+  if (!r) return Error{r.error()};
+  return {};
+}
+
+Result<std::optional<CaRecord>> KeyStore::GetCa(std::string_view name) {
+  Impl& d = *impl_;
+  std::lock_guard<std::mutex> lock(d.mu);
+  auto st = d.Prepare((std::string("SELECT ") + kCaColumns + " FROM cas WHERE name = ?1").c_str());
+  if (!st) return Error{st.error()};
+  BindText(st->get(), 1, std::string(name));
+  const int rc = sqlite3_step(st->get());
+  if (rc == SQLITE_DONE) return std::optional<CaRecord>();
+  if (rc != SQLITE_ROW) return Error{DbError(d.db.get(), "read CA")};
+  auto c = ReadCa(st->get());
+  if (!c) return Error{c.error()};
+  return std::optional<CaRecord>(std::move(c.value()));
+}
+
+Result<std::vector<CaRecord>> KeyStore::ListCas() {
+  Impl& d = *impl_;
+  std::lock_guard<std::mutex> lock(d.mu);
+  auto st = d.Prepare((std::string("SELECT ") + kCaColumns + " FROM cas ORDER BY name").c_str());
+  if (!st) return Error{st.error()};
+  std::vector<CaRecord> out;
+  int rc;
+  while ((rc = sqlite3_step(st->get())) == SQLITE_ROW) {
+    auto c = ReadCa(st->get());
+    if (!c) return Error{c.error()};
+    out.push_back(std::move(c.value()));
+  }
+  if (rc != SQLITE_DONE) return Error{DbError(d.db.get(), "list CAs")};
+  return out;
+}
+
+Result<KeyStore::InsertResult> KeyStore::InsertCertificate(const CertificateRecord& cert) {
+  Impl& d = *impl_;
+  return d.Transaction<InsertResult>([&] { return d.InsertCertificateRow(cert); },
+                                     [](InsertResult r) { return r == InsertResult::kInserted; });
+}
+
+Result<std::optional<CertificateRecord>> KeyStore::GetCertificate(std::string_view ca,
+                                                                  std::string_view serial) {
+  CertificateQuery q;
+  q.ca = std::string(ca);
+  q.serial = std::string(serial);
+  auto found = ListCertificates(q);
+  if (!found) return Error{found.error()};
+  if (found->empty()) return std::optional<CertificateRecord>();
+  return std::optional<CertificateRecord>(std::move(found->front()));
+}
+
+Result<std::vector<CertificateRecord>> KeyStore::ListCertificates(const CertificateQuery& q) {
+  Impl& d = *impl_;
+  std::lock_guard<std::mutex> lock(d.mu);
+  std::string sql = std::string("SELECT ") + kCertColumns + " FROM certificates WHERE 1";
+  if (!q.ca.empty()) sql += " AND ca = ?1";
+  if (!q.requester.empty()) sql += " AND requester = ?2";
+  if (!q.profile.empty()) sql += " AND profile = ?3";
+  if (!q.serial.empty()) sql += " AND serial = ?4";
+  if (q.not_after_from != 0) sql += " AND not_after >= ?5";
+  if (q.not_after_to != 0) sql += " AND not_after <= ?6";
+  sql += " ORDER BY issued_at, serial";
+  auto st = d.Prepare(sql.c_str());
+  if (!st) return Error{st.error()};
+  sqlite3_stmt* s = st->get();
+  if (!q.ca.empty()) BindText(s, 1, q.ca);
+  if (!q.requester.empty()) BindText(s, 2, q.requester);
+  if (!q.profile.empty()) BindText(s, 3, q.profile);
+  if (!q.serial.empty()) BindText(s, 4, q.serial);
+  if (q.not_after_from != 0) sqlite3_bind_int64(s, 5, q.not_after_from);
+  if (q.not_after_to != 0) sqlite3_bind_int64(s, 6, q.not_after_to);
+  std::vector<CertificateRecord> out;
+  int rc;
+  while ((rc = sqlite3_step(s)) == SQLITE_ROW) out.push_back(ReadCertificate(s, q.with_der));
+  if (rc != SQLITE_DONE) return Error{DbError(d.db.get(), "list certificates")};
+  return out;
+}
+
+Result<bool> KeyStore::SerialExists(std::string_view ca, std::string_view serial) {
+  Impl& d = *impl_;
+  std::lock_guard<std::mutex> lock(d.mu);
+  auto st = d.Prepare("SELECT 1 FROM certificates WHERE ca = ?1 AND serial = ?2");
+  if (!st) return Error{st.error()};
+  BindText(st->get(), 1, std::string(ca));
+  BindText(st->get(), 2, std::string(serial));
+  const int rc = sqlite3_step(st->get());
+  if (rc == SQLITE_ROW) return true;
+  if (rc != SQLITE_DONE) return Error{DbError(d.db.get(), "look up serial")};
+  return false;
+}
+
+Result<bool> KeyStore::RevokeCertificate(const CertificateRevocation& revocation) {
+  Impl& d = *impl_;
+  return d.Transaction<bool>([&] { return d.RevokeRow(revocation); }, [](bool r) { return r; });
+}
+
+Result<std::optional<CrlRecord>> KeyStore::GetCrl(std::string_view ca) {
+  Impl& d = *impl_;
+  std::lock_guard<std::mutex> lock(d.mu);
+  auto st = d.Prepare("SELECT ca, number, der, this_update, next_update FROM crls WHERE ca = ?1");
+  if (!st) return Error{st.error()};
+  BindText(st->get(), 1, std::string(ca));
+  const int rc = sqlite3_step(st->get());
+  if (rc == SQLITE_DONE) return std::optional<CrlRecord>();
+  if (rc != SQLITE_ROW) return Error{DbError(d.db.get(), "read CRL")};
+  CrlRecord c;
+  c.ca = ColumnText(st->get(), 0);
+  c.number = static_cast<std::uint64_t>(sqlite3_column_int64(st->get(), 1));
+  c.der = ColumnBlob(st->get(), 2);
+  c.this_update = sqlite3_column_int64(st->get(), 3);
+  c.next_update = sqlite3_column_int64(st->get(), 4);
+  return std::optional<CrlRecord>(std::move(c));
+}
+
+Result<bool> KeyStore::PutCrl(const CrlRecord& crl) {
+  Impl& d = *impl_;
+  return d.Transaction<bool>(
+      [&]() -> Result<bool> {
+        auto st = d.Prepare(
+            "INSERT INTO crls(ca, number, der, this_update, next_update) VALUES(?1, ?2, ?3, ?4, "
+            "?5) ON CONFLICT(ca) DO UPDATE SET number = excluded.number, der = excluded.der, "
+            "this_update = excluded.this_update, next_update = excluded.next_update "
+            "WHERE excluded.number > crls.number");
+        if (!st) return Error{st.error()};
+        sqlite3_stmt* s = st->get();
+        BindText(s, 1, crl.ca);
+        sqlite3_bind_int64(s, 2, static_cast<std::int64_t>(crl.number));
+        BindBlob(s, 3, crl.der);
+        sqlite3_bind_int64(s, 4, crl.this_update);
+        sqlite3_bind_int64(s, 5, crl.next_update);
+        if (sqlite3_step(s) != SQLITE_DONE) return Error{DbError(d.db.get(), "store CRL")};
+        return sqlite3_changes(d.db.get()) != 0;
+      },
+      [](bool r) { return r; });
 }
 
 }  // namespace custos::service

@@ -46,6 +46,26 @@ std::string_view OpName(const v1::Request& r) {
       return "propose_policy";
     case v1::Request::kGetPolicy:
       return "get_policy";
+    case v1::Request::kCreateCa:
+      return "create_ca";
+    case v1::Request::kListCas:
+      return "list_cas";
+    case v1::Request::kGetCa:
+      return "get_ca";
+    case v1::Request::kCaCsr:
+      return "ca_csr";
+    case v1::Request::kImportCaCert:
+      return "import_ca_cert";
+    case v1::Request::kIssueCertificate:
+      return "issue_certificate";
+    case v1::Request::kListCertificates:
+      return "list_certificates";
+    case v1::Request::kGetCertificate:
+      return "get_certificate";
+    case v1::Request::kRevokeCertificate:
+      return "revoke_certificate";
+    case v1::Request::kGetCrl:
+      return "get_crl";
     case v1::Request::OP_NOT_SET:
       break;
   }

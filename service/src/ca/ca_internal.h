@@ -14,7 +14,7 @@
 #include <string>
 #include <string_view>
 
-#include "ca.h"
+#include "custos/service/ca.h"
 
 namespace custos::service::ca::internal {
 
@@ -131,10 +131,16 @@ Result<UniqueName> BuildName(const std::vector<NameAttribute>& attributes);
 // values.
 Result<std::vector<NameAttribute>> DecodeName(const X509_NAME* name);
 
-// Signs `cert` (already linted with the algorithm fields set) with `key`,
-// re-parses the DER, verifies it with `verify_key` and checks that its TBS
-// bytes equal `linted_tbs`. Returns the DER.
-Result<Bytes> SignAndVerify(X509* cert, EVP_PKEY* key, EVP_PKEY* verify_key,
-                            const Bytes& linted_tbs);
+// Parses a DER TBSCertificate (canonical: it re-encodes to the same bytes)
+// into an X509 whose signature is empty; nullptr if it does not parse.
+UniqueX509 ParseTbs(std::span<const std::uint8_t> tbs_der);
+
+// Signs exactly `tbs_der` with `key`: parses it, checks that its signature
+// algorithm fits `key`, lints it against `issuer` (null: self-signed), signs
+// the bytes, wraps them into a certificate, re-parses it, verifies it with
+// `verify_key` and checks that its TBS bytes are `tbs_der`. Returns the
+// signed certificate.
+Result<UniqueX509> SignTbs(std::span<const std::uint8_t> tbs_der, const X509* issuer, EVP_PKEY* key,
+                           EVP_PKEY* verify_key, const LintOptions& lint);
 
 }  // namespace custos::service::ca::internal

@@ -504,8 +504,7 @@ Result<UniqueX509> BuildTbs(TbsSpec& spec, const X509* issuer, const Bytes& issu
   }
 
   // The signature algorithm inside the TBS, set now so that the linted bytes
-  // are the signed bytes. X509_sign writes the same value (OpenSSL derives it
-  // from the key the same way); SignAndVerify checks that it did.
+  // are the signed bytes; SignTbs checks that it fits the signing key.
   const std::optional<internal::SigningAlgorithm> alg = internal::SigningAlgorithmFor(signing_key);
   if (!alg) return Fail("sign-failed", "the CA key type cannot sign certificates");
   auto* tbs_alg = const_cast<X509_ALGOR*>(X509_get0_tbs_sigalg(x.get()));
@@ -516,31 +515,99 @@ Result<UniqueX509> BuildTbs(TbsSpec& spec, const X509* issuer, const Bytes& issu
   return x;
 }
 
-// Lints, encodes, signs, re-parses and verifies.
-Result<IssuedCertificate> LintAndSign(X509* x, const X509* issuer, EVP_PKEY* signing_key,
-                                      EVP_PKEY* verify_key, const LintOptions& lint) {
-  Status findings = internal::Lint(x, issuer != nullptr ? issuer : x, lint);
-  if (!findings.ok()) return findings.error();
-  const Bytes tbs = internal::ToDer(x, i2d_re_X509_tbs);
-  if (tbs.empty()) return Fail("build-failed", "encoding the TBS certificate failed");
-  Result<Bytes> der = internal::SignAndVerify(x, signing_key, verify_key, tbs);
-  if (!der.ok()) return der.error();
-
-  IssuedCertificate out;
-  out.der = std::move(der).value();
-  const ASN1_INTEGER* serial = X509_get0_serialNumber(x);
-  out.serial.assign(ASN1_STRING_get0_data(serial),
-                    ASN1_STRING_get0_data(serial) + ASN1_STRING_length(serial));
-  out.subject = NameToString(X509_get_subject_name(x));
-  out.not_before = *internal::FromAsn1Time(X509_get0_notBefore(x));
-  out.not_after = *internal::FromAsn1Time(X509_get0_notAfter(x));
+std::vector<San> SansOf(const X509* x) {
+  std::vector<San> out;
   internal::UniqueGeneralNames names(
       static_cast<GENERAL_NAMES*>(X509_get_ext_d2i(x, NID_subject_alt_name, nullptr, nullptr)));
   for (int i = 0; names != nullptr && i < sk_GENERAL_NAME_num(names.get()); ++i) {
     if (auto san = internal::FromGeneralName(sk_GENERAL_NAME_value(names.get(), i))) {
-      out.sans.push_back(*san);
+      out.push_back(*san);
     }
   }
+  return out;
+}
+
+Bytes SerialOf(const X509* x) {
+  const ASN1_INTEGER* serial = X509_get0_serialNumber(x);
+  return Bytes(ASN1_STRING_get0_data(serial),
+               ASN1_STRING_get0_data(serial) + ASN1_STRING_length(serial));
+}
+
+// "ec-p256", "ec-p384", "rsa-3072", "ed25519", or OpenSSL's short name.
+std::string KeyAlgorithmText(EVP_PKEY* key) {
+  if (key == nullptr) return "unknown";
+  switch (EVP_PKEY_get_base_id(key)) {
+    case EVP_PKEY_RSA:
+      return "rsa-" + std::to_string(EVP_PKEY_get_bits(key));
+    case EVP_PKEY_ED25519:
+      return "ed25519";
+    case EVP_PKEY_EC: {
+      char group[64] = {0};
+      size_t len = 0;
+      if (EVP_PKEY_get_group_name(key, group, sizeof(group), &len) == 1) {
+        const std::string name(group);
+        if (name == "prime256v1" || name == "P-256") return "ec-p256";
+        if (name == "secp384r1" || name == "P-384") return "ec-p384";
+        return "ec-" + name;
+      }
+      return "ec";
+    }
+    default:
+      break;
+  }
+  const char* sn = OBJ_nid2sn(EVP_PKEY_get_base_id(key));
+  return sn != nullptr ? sn : "unknown";
+}
+
+// What a TBS certifies (the TBS bytes are passed in, already encoded).
+Result<PreparedCertificate> Describe(X509* x, Bytes tbs) {
+  PreparedCertificate out;
+  out.tbs_der = std::move(tbs);
+  out.serial = SerialOf(x);
+  out.subject = NameToString(X509_get_subject_name(x));
+  out.issuer = NameToString(X509_get_issuer_name(x));
+  out.sans = SansOf(x);
+  const std::optional<Time> nb = internal::FromAsn1Time(X509_get0_notBefore(x));
+  const std::optional<Time> na = internal::FromAsn1Time(X509_get0_notAfter(x));
+  if (!nb || !na) return Fail("tbs-invalid", "the certificate's validity does not decode");
+  out.not_before = *nb;
+  out.not_after = *na;
+  out.key_algorithm = KeyAlgorithmText(X509_get0_pubkey(x));
+  ERR_clear_error();
+  int crit = 0;
+  BASIC_CONSTRAINTS* bc =
+      static_cast<BASIC_CONSTRAINTS*>(X509_get_ext_d2i(x, NID_basic_constraints, &crit, nullptr));
+  if (bc != nullptr) {
+    out.is_ca = bc->ca != 0;
+    out.path_len = bc->pathlen != nullptr ? static_cast<int>(ASN1_INTEGER_get(bc->pathlen)) : -1;
+    BASIC_CONSTRAINTS_free(bc);
+  }
+  EXTENDED_KEY_USAGE* eku =
+      static_cast<EXTENDED_KEY_USAGE*>(X509_get_ext_d2i(x, NID_ext_key_usage, &crit, nullptr));
+  for (int i = 0; eku != nullptr && i < sk_ASN1_OBJECT_num(eku); ++i) {
+    out.ext_key_usages.push_back(internal::OidText(sk_ASN1_OBJECT_value(eku, i)));
+  }
+  sk_ASN1_OBJECT_pop_free(eku, ASN1_OBJECT_free);
+  return out;
+}
+
+// Lints and encodes the TBS: the bytes officers may approve and signing signs.
+Result<PreparedCertificate> LintAndEncode(X509* x, const X509* issuer, const LintOptions& lint) {
+  Status findings = internal::Lint(x, issuer != nullptr ? issuer : x, lint);
+  if (!findings.ok()) return findings.error();
+  Bytes tbs = internal::ToDer(x, i2d_re_X509_tbs);
+  if (tbs.empty()) return Fail("build-failed", "encoding the TBS certificate failed");
+  return Describe(x, std::move(tbs));
+}
+
+IssuedCertificate FromSigned(X509* x) {
+  IssuedCertificate out;
+  out.der = internal::ToDer(x, i2d_X509);
+  out.serial = SerialOf(x);
+  out.subject = NameToString(X509_get_subject_name(x));
+  out.sans = SansOf(x);
+  out.not_before = internal::FromAsn1Time(X509_get0_notBefore(x)).value_or(Time{});
+  out.not_after = internal::FromAsn1Time(X509_get0_notAfter(x)).value_or(Time{});
   return out;
 }
 
@@ -753,9 +820,9 @@ Result<CertificateAuthority> CertificateAuthority::Create(std::span<const std::u
   return ca;
 }
 
-Result<IssuedCertificate> Issue(const CertificateAuthority& ca, const Profile& profile,
-                                const Csr& csr, const IssueRequest& request,
-                                const IssueHooks& hooks) {
+Result<PreparedCertificate> PrepareIssue(const CertificateAuthority& ca, const Profile& profile,
+                                         const Csr& csr, const IssueRequest& request,
+                                         const IssueHooks& hooks) {
   Status valid = ValidateProfile(profile);
   if (!valid.ok()) return valid.error();
   const Time now = FloorToSeconds(hooks.now.value_or(Clock::now()));
@@ -822,15 +889,42 @@ Result<IssuedCertificate> Issue(const CertificateAuthority& ca, const Profile& p
 
   Result<UniqueX509> tbs = BuildTbs(spec, ca.cert(), ca.key_id(), ca.key());
   if (!tbs.ok()) return tbs.error();
+  Result<PreparedCertificate> prepared =
+      LintAndEncode(tbs->get(), ca.cert(), LintOptions{profile.sans.allow_wildcards});
+  if (!prepared.ok()) return prepared.error();
+  prepared->dropped_csr_extensions = std::move(dropped);
+  return prepared;
+}
+
+Result<IssuedCertificate> SignPrepared(const CertificateAuthority& ca,
+                                       std::span<const std::uint8_t> tbs_der,
+                                       const LintOptions& lint) {
+  Result<UniqueX509> signed_cert =
+      internal::SignTbs(tbs_der, ca.cert(), ca.key(), X509_get0_pubkey(ca.cert()), lint);
+  if (!signed_cert.ok()) return signed_cert.error();
+  return FromSigned(signed_cert->get());
+}
+
+Result<PreparedCertificate> DescribeTbs(std::span<const std::uint8_t> tbs_der) {
+  UniqueX509 x = internal::ParseTbs(tbs_der);
+  if (x == nullptr)
+    return Fail("tbs-invalid", "the to-be-signed certificate does not parse as DER");
+  return Describe(x.get(), Bytes(tbs_der.begin(), tbs_der.end()));
+}
+
+Result<IssuedCertificate> Issue(const CertificateAuthority& ca, const Profile& profile,
+                                const Csr& csr, const IssueRequest& request,
+                                const IssueHooks& hooks) {
+  Result<PreparedCertificate> prepared = PrepareIssue(ca, profile, csr, request, hooks);
+  if (!prepared.ok()) return prepared.error();
   Result<IssuedCertificate> issued =
-      LintAndSign(tbs->get(), ca.cert(), ca.key(), X509_get0_pubkey(ca.cert()),
-                  LintOptions{profile.sans.allow_wildcards});
+      SignPrepared(ca, prepared->tbs_der, LintOptions{profile.sans.allow_wildcards});
   if (!issued.ok()) return issued.error();
-  issued->dropped_csr_extensions = std::move(dropped);
+  issued->dropped_csr_extensions = std::move(prepared->dropped_csr_extensions);
   return issued;
 }
 
-Result<IssuedCertificate> CreateRoot(const RootRequest& request, EVP_PKEY* key) {
+Result<PreparedCertificate> PrepareRoot(const RootRequest& request, EVP_PKEY* key) {
   if (key == nullptr) return Fail("ca-invalid", "no root key");
   Result<std::vector<NameAttribute>> dn = ParseDn(request.subject_dn);
   if (!dn.ok()) return dn.error();
@@ -856,12 +950,33 @@ Result<IssuedCertificate> CreateRoot(const RootRequest& request, EVP_PKEY* key) 
   spec.path_len = request.path_len;
   Result<UniqueX509> tbs = BuildTbs(spec, nullptr, {}, key);
   if (!tbs.ok()) return tbs.error();
-  return LintAndSign(tbs->get(), nullptr, key, pub.get(), LintOptions{});
+  return LintAndEncode(tbs->get(), nullptr, LintOptions{});
 }
 
-Result<IssuedCertificate> CreateIntermediate(const CertificateAuthority& parent,
-                                             const IntermediateRequest& request,
-                                             const IssueHooks& hooks) {
+Result<IssuedCertificate> SignPreparedRoot(std::span<const std::uint8_t> tbs_der, EVP_PKEY* key) {
+  if (key == nullptr) return Fail("ca-invalid", "no root key");
+  UniqueX509 x = internal::ParseTbs(tbs_der);
+  if (x == nullptr)
+    return Fail("tbs-invalid", "the to-be-signed certificate does not parse as DER");
+  EVP_PKEY* pub = X509_get0_pubkey(x.get());
+  if (pub == nullptr || EVP_PKEY_eq(pub, key) != 1) {
+    ERR_clear_error();
+    return Fail("ca-invalid", "the root certificate does not certify the root key");
+  }
+  Result<UniqueX509> signed_cert = internal::SignTbs(tbs_der, nullptr, key, pub, LintOptions{});
+  if (!signed_cert.ok()) return signed_cert.error();
+  return FromSigned(signed_cert->get());
+}
+
+Result<IssuedCertificate> CreateRoot(const RootRequest& request, EVP_PKEY* key) {
+  Result<PreparedCertificate> prepared = PrepareRoot(request, key);
+  if (!prepared.ok()) return prepared.error();
+  return SignPreparedRoot(prepared->tbs_der, key);
+}
+
+Result<PreparedCertificate> PrepareIntermediate(const CertificateAuthority& parent,
+                                                const IntermediateRequest& request,
+                                                const IssueHooks& hooks) {
   Result<std::vector<NameAttribute>> dn = ParseDn(request.subject_dn);
   if (!dn.ok()) return dn.error();
   if (request.validity <= seconds(0)) {
@@ -912,8 +1027,15 @@ Result<IssuedCertificate> CreateIntermediate(const CertificateAuthority& parent,
   }
   Result<UniqueX509> tbs = BuildTbs(spec, parent.cert(), parent.key_id(), parent.key());
   if (!tbs.ok()) return tbs.error();
-  return LintAndSign(tbs->get(), parent.cert(), parent.key(), X509_get0_pubkey(parent.cert()),
-                     LintOptions{});
+  return LintAndEncode(tbs->get(), parent.cert(), LintOptions{});
+}
+
+Result<IssuedCertificate> CreateIntermediate(const CertificateAuthority& parent,
+                                             const IntermediateRequest& request,
+                                             const IssueHooks& hooks) {
+  Result<PreparedCertificate> prepared = PrepareIntermediate(parent, request, hooks);
+  if (!prepared.ok()) return prepared.error();
+  return SignPrepared(parent, prepared->tbs_der, LintOptions{});
 }
 
 }  // namespace custos::service::ca

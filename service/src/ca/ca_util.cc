@@ -133,30 +133,109 @@ Bytes TbsOf(const Bytes& cert_der) {
 
 }  // namespace
 
-Result<Bytes> SignAndVerify(X509* cert, EVP_PKEY* key, EVP_PKEY* verify_key,
-                            const Bytes& linted_tbs) {
+namespace {
+
+// DER: tag, definite length, contents.
+void AppendTlv(Bytes& out, std::uint8_t tag, std::span<const std::uint8_t> contents) {
+  out.push_back(tag);
+  const std::size_t n = contents.size();
+  if (n < 0x80) {
+    out.push_back(static_cast<std::uint8_t>(n));
+  } else {
+    std::uint8_t len[sizeof(std::size_t)];
+    int k = 0;
+    for (std::size_t v = n; v != 0; v >>= 8) len[k++] = static_cast<std::uint8_t>(v & 0xff);
+    out.push_back(static_cast<std::uint8_t>(0x80 | k));
+    while (k > 0) out.push_back(len[--k]);
+  }
+  out.insert(out.end(), contents.begin(), contents.end());
+}
+
+// Certificate ::= SEQUENCE { tbs, signatureAlgorithm, BIT STRING signature }.
+Bytes WrapCertificate(std::span<const std::uint8_t> tbs, std::span<const std::uint8_t> alg,
+                      std::span<const std::uint8_t> signature) {
+  Bytes bits;
+  bits.push_back(0);  // no unused bits
+  bits.insert(bits.end(), signature.begin(), signature.end());
+  Bytes body(tbs.begin(), tbs.end());
+  body.insert(body.end(), alg.begin(), alg.end());
+  AppendTlv(body, V_ASN1_BIT_STRING, bits);
+  Bytes out;
+  AppendTlv(out, V_ASN1_SEQUENCE | V_ASN1_CONSTRUCTED, body);
+  return out;
+}
+
+}  // namespace
+
+UniqueX509 ParseTbs(std::span<const std::uint8_t> tbs_der) {
+  // Wrapped with a placeholder outer algorithm (sha256WithRSAEncryption) and
+  // an empty signature: only the TBS part is read.
+  static constexpr std::uint8_t kPlaceholderAlg[] = {0x30, 0x0d, 0x06, 0x09, 0x2a, 0x86, 0x48, 0x86,
+                                                     0xf7, 0x0d, 0x01, 0x01, 0x0b, 0x05, 0x00};
+  if (tbs_der.empty() || tbs_der[0] != (V_ASN1_SEQUENCE | V_ASN1_CONSTRUCTED)) return nullptr;
+  const Bytes wrapped = WrapCertificate(tbs_der, kPlaceholderAlg, {});
+  const unsigned char* p = wrapped.data();
+  UniqueX509 x(d2i_X509(nullptr, &p, static_cast<long>(wrapped.size())));
+  if (x == nullptr || p != wrapped.data() + wrapped.size() ||
+      TbsOf(wrapped) != Bytes(tbs_der.begin(), tbs_der.end())) {
+    ERR_clear_error();
+    return nullptr;
+  }
+  // The TBS must be exactly what re-encoding it gives (canonical DER).
+  if (ToDer(x.get(), i2d_re_X509_tbs) != Bytes(tbs_der.begin(), tbs_der.end())) return nullptr;
+  return x;
+}
+
+Result<UniqueX509> SignTbs(std::span<const std::uint8_t> tbs_der, const X509* issuer, EVP_PKEY* key,
+                           EVP_PKEY* verify_key, const LintOptions& lint) {
+  UniqueX509 x = ParseTbs(tbs_der);
+  if (x == nullptr)
+    return Fail("tbs-invalid", "the to-be-signed certificate does not parse as DER");
   const std::optional<SigningAlgorithm> alg = SigningAlgorithmFor(key);
   if (!alg) return Fail("sign-failed", "the CA key type cannot sign certificates");
+  // The TBS names the algorithm the key signs with.
+  const X509_ALGOR* tbs_alg = X509_get0_tbs_sigalg(x.get());
+  const ASN1_OBJECT* oid = nullptr;
+  int param_type = 0;
+  X509_ALGOR_get0(&oid, &param_type, nullptr, tbs_alg);
+  if (OBJ_obj2nid(oid) != alg->signature_nid ||
+      param_type != (alg->null_parameters ? V_ASN1_NULL : V_ASN1_UNDEF)) {
+    return Fail("sign-failed", "the certificate's signature algorithm does not fit the CA key");
+  }
+  // Linted again right before signing: what is signed passed the linter.
+  Status findings = Lint(x.get(), issuer != nullptr ? issuer : x.get(), lint);
+  if (!findings.ok()) return findings.error();
+  const Bytes alg_der = ToDer(tbs_alg, i2d_X509_ALGOR);
+  if (alg_der.empty()) return Fail("sign-failed", "encoding the signature algorithm failed");
+
   ERR_clear_error();
-  if (X509_sign(cert, key, alg->md) <= 0) {
+  UniqueMdCtx ctx(EVP_MD_CTX_new());
+  std::size_t sig_len = 0;
+  if (ctx == nullptr || EVP_DigestSignInit(ctx.get(), nullptr, alg->md, nullptr, key) != 1 ||
+      EVP_DigestSign(ctx.get(), nullptr, &sig_len, tbs_der.data(), tbs_der.size()) != 1) {
     return Fail("sign-failed", "signing the certificate failed: " + OpenSslErrors());
   }
-  const Bytes der = ToDer(cert, i2d_X509);
-  if (der.empty()) return Fail("sign-failed", "encoding the signed certificate failed");
+  Bytes sig(sig_len);
+  if (EVP_DigestSign(ctx.get(), sig.data(), &sig_len, tbs_der.data(), tbs_der.size()) != 1) {
+    return Fail("sign-failed", "signing the certificate failed: " + OpenSslErrors());
+  }
+  sig.resize(sig_len);
+  const Bytes der = WrapCertificate(tbs_der, alg_der, sig);
 
   const unsigned char* p = der.data();
   UniqueX509 parsed(d2i_X509(nullptr, &p, static_cast<long>(der.size())));
   if (parsed == nullptr || p != der.data() + der.size()) {
+    ERR_clear_error();
     return Fail("sign-verify", "the signed certificate does not parse back");
   }
   if (X509_verify(parsed.get(), verify_key) != 1) {
     ERR_clear_error();
     return Fail("sign-verify", "the signed certificate does not verify with the CA public key");
   }
-  if (TbsOf(der) != linted_tbs) {
+  if (ToDer(parsed.get(), i2d_X509) != der || TbsOf(der) != Bytes(tbs_der.begin(), tbs_der.end())) {
     return Fail("sign-tbs-mismatch", "the signed TBS certificate differs from the linted one");
   }
-  return der;
+  return parsed;
 }
 
 }  // namespace custos::service::ca::internal

@@ -25,7 +25,7 @@
 #include <utility>
 #include <vector>
 
-#include "ca.h"
+#include "custos/service/ca.h"
 #include "ca_internal.h"
 
 namespace custos::service::ca::testing {

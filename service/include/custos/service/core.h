@@ -185,6 +185,10 @@ class SigningCore final : public RequestHandler {
                         std::int64_t now, bool idempotent, std::shared_ptr<CachedKey>* updated,
                         custos::v1::Status* status);
 
+  // CA back-end (ca_core.cc): requests 50-59.
+  void HandleCa(std::string_view principal, const custos::v1::Request& request,
+                custos::v1::Response& resp);
+
   // Quorum (quorum_core.cc).
   void HandleListRequests(std::string_view principal, const custos::v1::ListRequestsRequest& req,
                           custos::v1::Response& resp);

@@ -7,7 +7,8 @@
 // Schema versions (PRAGMA user_version), upgraded in place by Open():
 //   0: keys, key_versions (issue 2);
 //   1: key_versions gains expires_at and state_changed_at (0 = none/unknown);
-//   2: pending_requests, votes, policies (quorum, issue 4).
+//   2: pending_requests, votes, policies (quorum, issue 4);
+//   3: cas, certificates, crls (CA back-end, issue 5).
 //
 // Key changes that belong to a pending request's state change (activating a
 // version when the request executes, destroying it when it is denied) are
@@ -107,12 +108,86 @@ struct PolicyRecord {
   bool active = false;
 };
 
+// One CA (table cas): a name bound to a key version of usage "ca" and, once
+// it has one, its certificate. States: "active", "pending-certificate" (key
+// and CSR made, certificate not imported yet), "revoked" (its certificate was
+// revoked by its parent).
+struct CaRecord {
+  std::string name;
+  std::string key;  // key name
+  std::uint32_t key_version = 0;
+  std::string parent;   // a CA's name, "" for a root, "external" for an imported certificate
+  std::string subject;  // RFC 4514, as requested (pending) or as certified
+  std::vector<std::uint8_t> cert_der;  // empty while pending-certificate
+  // The chain above the certificate, nearest first, up to and including the
+  // root (DER); empty for a root.
+  std::vector<std::vector<std::uint8_t>> chain;
+  std::string state = "active";
+  std::int64_t created_at = 0;
+};
+
+// One issued certificate (table certificates), keyed by (ca, serial).
+struct CertificateRecord {
+  std::string ca;
+  std::string serial;   // lowercase hex of the serial's content octets
+  std::string profile;  // a profile name, or "ca:root" / "ca:intermediate"
+  std::string subject;
+  std::vector<std::string> sans;  // "dns:NAME", "ip:ADDR", ...
+  std::string requester;
+  std::int64_t not_before = 0;
+  std::int64_t not_after = 0;
+  std::string state = "valid";  // "valid" | "revoked" (expiry is computed on read)
+  std::string reason;           // revocation reason name, "" unless revoked
+  std::int64_t revoked_at = 0;
+  std::vector<std::uint8_t> der;
+  std::string renews;      // serial this one renews, or ""
+  std::string renewed_by;  // serial that renewed this one, or ""
+  std::int64_t issued_at = 0;
+};
+
+// The current CRL of a CA (table crls).
+struct CrlRecord {
+  std::string ca;
+  std::uint64_t number = 0;
+  std::vector<std::uint8_t> der;
+  std::int64_t this_update = 0;
+  std::int64_t next_update = 0;
+};
+
+// Filters for ListCertificates; empty/zero fields do not filter.
+struct CertificateQuery {
+  std::string ca;
+  std::string requester;
+  std::string profile;
+  std::string serial;
+  // not_after in [not_after_from, not_after_to] when not zero.
+  std::int64_t not_after_from = 0;
+  std::int64_t not_after_to = 0;
+  bool with_der = true;
+};
+
+// A revocation: (ca, serial) from "valid" to "revoked".
+struct CertificateRevocation {
+  std::string ca;
+  std::string serial;
+  std::string reason;
+  std::int64_t revoked_at = 0;
+  // The CA whose certificate this is, if any: it becomes "revoked" too.
+  std::string revokes_ca;
+};
+
 // Changes written together with a pending request's insert or state change.
 struct StoreChange {
   const KeyRecord* insert_key = nullptr;  // a new key (kAlreadyExists if the name is taken)
   const KeyRecord* update_key = nullptr;  // as UpdateKey()
   // Inserted (or replaced, same version) and made the only active policy.
   const PolicyRecord* activate_policy = nullptr;
+  // Inserted, or replaced when a CA of that name exists.
+  const CaRecord* put_ca = nullptr;
+  // As InsertCertificate (an existing (ca, serial) is an error here).
+  const CertificateRecord* insert_certificate = nullptr;
+  // As RevokeCertificate (a certificate not "valid" is an error here).
+  const CertificateRevocation* revoke = nullptr;
 };
 
 // A conditional state change of one pending request.
@@ -133,7 +208,7 @@ class KeyStore {
   static Result<std::unique_ptr<KeyStore>> Open(const std::string& path);
 
   // The schema version this build writes.
-  static constexpr int kSchemaVersion = 2;
+  static constexpr int kSchemaVersion = 3;
   ~KeyStore();
   KeyStore(const KeyStore&) = delete;
   KeyStore& operator=(const KeyStore&) = delete;
@@ -176,6 +251,37 @@ class KeyStore {
   // Inserts (or replaces) the policy and makes it the only active one.
   Result<void> ActivatePolicy(const PolicyRecord& policy);
   Result<std::optional<PolicyRecord>> ActivePolicy();
+
+  // --- CA back-end: CAs, certificates, CRLs (schema 3). Each call is one
+  // transaction, durable on return. ---
+
+  // Inserts a CA (kAlreadyExists, nothing written, if the name is taken).
+  Result<InsertResult> InsertCa(const CaRecord& ca);
+  // Replaces the CA of that name (certificate import, state change); fails if
+  // there is none.
+  Result<void> UpdateCa(const CaRecord& ca);
+  Result<std::optional<CaRecord>> GetCa(std::string_view name);
+  // Every CA, ordered by name.
+  Result<std::vector<CaRecord>> ListCas();
+
+  // Inserts an issued certificate (kAlreadyExists, nothing written, if the CA
+  // already has that serial). A renewal (renews set) also sets renewed_by of
+  // the renewed certificate, in the same transaction.
+  Result<InsertResult> InsertCertificate(const CertificateRecord& cert);
+  Result<std::optional<CertificateRecord>> GetCertificate(std::string_view ca,
+                                                          std::string_view serial);
+  // Matching certificates, ordered by issued_at then serial.
+  Result<std::vector<CertificateRecord>> ListCertificates(const CertificateQuery& query);
+  // True if the CA has issued a certificate with this serial.
+  Result<bool> SerialExists(std::string_view ca, std::string_view serial);
+  // Marks a valid certificate revoked (and revocation.revokes_ca revoked).
+  // False, nothing written, when it is not "valid" (or does not exist).
+  Result<bool> RevokeCertificate(const CertificateRevocation& revocation);
+
+  Result<std::optional<CrlRecord>> GetCrl(std::string_view ca);
+  // Stores a CA's new CRL. False, nothing written, unless its number is
+  // greater than the stored one's: CRL numbers only increase.
+  Result<bool> PutCrl(const CrlRecord& crl);
 
  private:
   struct Impl;

@@ -355,7 +355,50 @@ struct IssuedCertificate {
   std::vector<std::string> dropped_csr_extensions;
 };
 
-// Issues a certificate for `csr` under `profile`. Checks, in order: the
+struct LintOptions;  // below, with the linter
+
+// A to-be-signed certificate, built and linted but not signed. Issuance under
+// quorum keeps `tbs_der` as the request's payload: officers approve it and
+// execution signs exactly these bytes (SignPrepared).
+struct PreparedCertificate {
+  Bytes tbs_der;        // DER TBSCertificate (its signature field names the CA key's algorithm)
+  Bytes serial;         // big-endian content octets of the serial INTEGER
+  std::string subject;  // NameToString of the subject; "" if empty
+  std::string issuer;   // NameToString of the issuer
+  std::vector<San> sans;
+  Time not_before;
+  Time not_after;
+  std::string key_algorithm;  // subject key: "ec-p256", "ec-p384", "rsa-2048", "ed25519"
+  std::vector<std::string> ext_key_usages;  // dotted OIDs
+  bool is_ca = false;
+  int path_len = -1;  // CA only; -1: none
+  // Dotted OIDs of CSR extensions that were not copied (PrepareIssue only).
+  std::vector<std::string> dropped_csr_extensions;
+};
+
+// Issue() up to and including the linter: every check, a fresh serial, the
+// TBS built, linted and encoded. Nothing is signed.
+Result<PreparedCertificate> PrepareIssue(const CertificateAuthority& ca, const Profile& profile,
+                                         const Csr& csr, const IssueRequest& request,
+                                         const IssueHooks& hooks);
+
+// Signs exactly `tbs_der` (from PrepareIssue or PrepareIntermediate under
+// this CA): parses it ("tbs-invalid"), checks that its signature algorithm
+// fits the CA key ("sign-failed"), lints it again against the CA's
+// certificate ("lint-*", e.g. "lint-issuer-matches-ca" for a TBS prepared
+// under another CA), signs the bytes, re-parses and verifies the result
+// ("sign-verify") and compares its TBS with `tbs_der` ("sign-tbs-mismatch").
+// `dropped_csr_extensions` of the result is empty.
+Result<IssuedCertificate> SignPrepared(const CertificateAuthority& ca,
+                                       std::span<const std::uint8_t> tbs_der,
+                                       const LintOptions& lint);
+
+// What a TBS certifies, read back from its bytes (officers' consoles, the
+// service at execution). "tbs-invalid" if it does not parse as DER.
+Result<PreparedCertificate> DescribeTbs(std::span<const std::uint8_t> tbs_der);
+
+// Issues a certificate for `csr` under `profile`: PrepareIssue, then
+// SignPrepared. Checks, in order: the
 // profile (ValidateProfile), the CA's validity ("ca-expired",
 // "ca-not-yet-valid"), the subject
 // key (CheckSubjectKey; also refuses the CA's own key), the subject
@@ -380,8 +423,14 @@ struct RootRequest {
 
 // A self-signed root certificate for `key` (RSA or EC, typically on the
 // token): CA:TRUE (critical), keyCertSign|cRLSign (critical), SKI, AKI = SKI.
-// Linted, signed, re-parsed and verified like any issuance.
+// Linted, signed, re-parsed and verified like any issuance. PrepareRoot
+// then SignPreparedRoot.
 Result<IssuedCertificate> CreateRoot(const RootRequest& request, EVP_PKEY* key);
+// The root's TBS, linted; `key` (the root key) only names the algorithm.
+Result<PreparedCertificate> PrepareRoot(const RootRequest& request, EVP_PKEY* key);
+// Signs exactly `tbs_der` with the root key it certifies ("ca-invalid" if
+// the TBS's public key is not `key`'s), as SignPrepared.
+Result<IssuedCertificate> SignPreparedRoot(std::span<const std::uint8_t> tbs_der, EVP_PKEY* key);
 
 struct IntermediateRequest {
   std::string subject_dn;
@@ -400,6 +449,10 @@ struct IntermediateRequest {
 Result<IssuedCertificate> CreateIntermediate(const CertificateAuthority& parent,
                                              const IntermediateRequest& request,
                                              const IssueHooks& hooks);
+// CreateIntermediate up to the linter; sign with SignPrepared(parent, ...).
+Result<PreparedCertificate> PrepareIntermediate(const CertificateAuthority& parent,
+                                                const IntermediateRequest& request,
+                                                const IssueHooks& hooks);
 
 // ---------------------------------------------------------------------------
 // Linter
