@@ -419,5 +419,36 @@ TEST(OfficerCertificateView, KeysAndUnknownExtensionsAndHostileStrings) {
   EXPECT_EQ(std::get<CertificateView>(ed).key_algorithm, "Ed25519");
 }
 
+// The payload is the server's: every mutation and truncation of a real TBS
+// either parses or is refused with a message, never crashes (run under
+// ASan/UBSan in the sanitizer build).
+TEST(OfficerCertificateView, MutatedPayloadsNeverCrash) {
+  Spec spec = LeafSpec();
+  const Built built = Build(spec);
+  std::size_t parsed = 0, refused = 0;
+  auto count = [&](const std::string& der) {
+    auto result = ParseCertificatePayload(der);
+    if (auto* view = std::get_if<CertificateView>(&result)) {
+      ++parsed;
+      EXPECT_FALSE(CertificateLines(*view).empty());
+    } else {
+      ++refused;
+      EXPECT_FALSE(std::get<std::string>(result).empty());
+    }
+  };
+  for (const std::string* der : {&built.tbs, &built.cert}) {
+    for (std::size_t i = 0; i < der->size(); ++i) {
+      for (unsigned char x : {0x01, 0x80, 0xff}) {
+        std::string m = *der;
+        m[i] = static_cast<char>(m[i] ^ x);
+        count(m);
+      }
+      count(der->substr(0, i));
+    }
+  }
+  EXPECT_GT(parsed, 0u);
+  EXPECT_GT(refused, 0u);
+}
+
 }  // namespace
 }  // namespace custos::officer
