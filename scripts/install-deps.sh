@@ -9,6 +9,7 @@ PACKAGES=(
   libssl-dev openssl
   libp11-dev p11-kit libp11-kit-dev
   softhsm2 opensc gnutls-bin
+  libnss3-tools  # certutil and vfychain: the CA tests verify chains with NSS
   libboost-dev libboost-program-options-dev
   libprotobuf-dev protobuf-compiler
   libsqlite3-dev
