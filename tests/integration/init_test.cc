@@ -134,8 +134,14 @@ TEST(CustosInit, StarterPolicyRequiresTwoOfThreeOfficers) {
   // POLICY_CHANGE and OFFICER_CHANGE.
   expect_two_officers(quorum(Op::kPolicyChange, "", ""), "policy-change");
   expect_two_officers(quorum(Op::kOfficerChange, "", ""), "officer-change");
-  // CERT_ISSUE: any profile.
-  expect_two_officers(quorum(Op::kCertIssue, "", "", "server-tls"), "ca-issuance");
+  // CERT_ISSUE: CA certificates (the sub-ca profile, roots, intermediates,
+  // revoking a CA certificate); leaf profiles issue at once.
+  for (const char* profile : {"sub-ca", "ca:root", "ca:intermediate", "ca:revoke"}) {
+    expect_two_officers(quorum(Op::kCertIssue, "", "", profile), "ca-issuance");
+  }
+  for (const char* profile : {"tls-server", "spiffe-svid", "code-signing", "cab"}) {
+    EXPECT_TRUE(quorum(Op::kCertIssue, "", "", profile).empty()) << profile;
+  }
   // SIGN: release-* keys only.
   expect_two_officers(quorum(Op::kSign, "release-demo", "code-signing"), "release-signing");
   EXPECT_TRUE(quorum(Op::kSign, "demo", "code-signing").empty());
@@ -170,6 +176,125 @@ TEST(CustosInit, StarterPolicyRequiresTwoOfThreeOfficers) {
   EXPECT_FALSE(p.Check(sign).allowed);
 }
 
+// The CA back-end part of the starter policy: the profiles of issue 5, who
+// may issue under them, the admin operations on CAs and certificates.
+TEST(CustosInit, StarterPolicyHasTheCertificateProfiles) {
+  Deployment d;
+  auto parsed = policy::Policy::Parse(ReadFile(d.dir() + "/policy.txtpb"));
+  ASSERT_TRUE(std::holds_alternative<policy::Policy>(parsed))
+      << std::get<policy::ParseError>(parsed).ToString("policy.txtpb");
+  const policy::Policy& p = std::get<policy::Policy>(parsed);
+  const std::string td = "spiffe://dev.custos.test/";
+
+  std::vector<std::string> names;
+  for (const policy::CertProfile& profile : p.profiles()) names.push_back(profile.name);
+  EXPECT_EQ(names,
+            (std::vector<std::string>{"tls-server", "spiffe-svid", "sub-ca", "code-signing"}));
+
+  const policy::CertProfile* tls = p.FindProfile("tls-server");
+  ASSERT_NE(tls, nullptr);
+  EXPECT_EQ(tls->ca, "dev-intermediate");
+  EXPECT_EQ(tls->roles, std::vector<std::string>{"issuer"});
+  EXPECT_EQ(tls->key_algorithms, (std::vector<std::string>{"ec-p256", "ec-p384", "rsa"}));
+  EXPECT_EQ(tls->rsa_min_bits, 2048);
+  EXPECT_EQ(tls->max_validity, std::chrono::hours(24 * 90));
+  EXPECT_EQ(tls->ext_key_usages, std::vector<std::string>{"1.3.6.1.5.5.7.3.1"});
+  EXPECT_EQ(tls->key_usage_bits, policy::kKuDigitalSignature);
+  EXPECT_FALSE(tls->is_ca);
+  EXPECT_EQ(tls->san.dns_suffixes, std::vector<std::string>{".dev.custos.test"});
+  EXPECT_TRUE(tls->san.uri_prefixes.empty());
+  EXPECT_FALSE(tls->crl_urls.empty());
+
+  const policy::CertProfile* svid = p.FindProfile("spiffe-svid");
+  ASSERT_NE(svid, nullptr);
+  EXPECT_EQ(svid->roles, std::vector<std::string>{"issuer"});
+  EXPECT_EQ(svid->subject.mode, policy::CertSubjectMode::kEmpty);
+  EXPECT_EQ(svid->san.uri_prefixes, std::vector<std::string>{td});
+  EXPECT_EQ(svid->san.max_count, 1);
+  EXPECT_EQ(svid->max_validity, std::chrono::hours(24));
+  EXPECT_EQ(svid->ext_key_usages,
+            (std::vector<std::string>{"1.3.6.1.5.5.7.3.2", "1.3.6.1.5.5.7.3.1"}));
+
+  const policy::CertProfile* sub = p.FindProfile("sub-ca");
+  ASSERT_NE(sub, nullptr);
+  EXPECT_TRUE(sub->is_ca);
+  EXPECT_EQ(sub->path_len, 0);
+  EXPECT_EQ(sub->ca, "dev-root");
+  EXPECT_NE(sub->key_usage_bits & policy::kKuKeyCertSign, 0);
+
+  const policy::CertProfile* code = p.FindProfile("code-signing");
+  ASSERT_NE(code, nullptr);
+  EXPECT_EQ(code->ext_key_usages, std::vector<std::string>{"1.3.6.1.5.5.7.3.3"});
+  EXPECT_EQ(code->roles, std::vector<std::string>{"admin"});
+
+  EXPECT_EQ(p.ca_settings().crl_validity, std::chrono::hours(24 * 7));
+  EXPECT_EQ(p.ca_settings().crl_resign_before, std::chrono::hours(24));
+
+  // Issuance permission: the profile's roles only.
+  EXPECT_TRUE(p.CheckProfile(td + "issuer", "tls-server").allowed);
+  EXPECT_TRUE(p.CheckProfile(td + "issuer", "spiffe-svid").allowed);
+  EXPECT_FALSE(p.CheckProfile(td + "issuer", "sub-ca").allowed);
+  EXPECT_TRUE(p.CheckProfile(td + "admin", "sub-ca").allowed);
+  const policy::Decision builder = p.CheckProfile(td + "builder", "tls-server");
+  EXPECT_FALSE(builder.allowed);
+  EXPECT_EQ(builder.rule, "profile:tls-server");
+  EXPECT_FALSE(p.CheckProfile(td + "issuer", "no-such-profile").allowed);
+
+  // Admin operations on CAs and certificates.
+  using AO = policy::AdminOperation;
+  for (AO op : {AO::kManageCa, AO::kRevokeCertificate, AO::kReadCertificates}) {
+    EXPECT_TRUE(p.CheckAdmin(td + "admin", op).allowed);
+  }
+  EXPECT_TRUE(p.CheckAdmin(td + "issuer", AO::kReadCertificates).allowed);
+  EXPECT_FALSE(p.CheckAdmin(td + "issuer", AO::kManageCa).allowed);
+  EXPECT_FALSE(p.CheckAdmin(td + "issuer", AO::kRevokeCertificate).allowed);
+  EXPECT_FALSE(p.CheckAdmin(td + "builder", AO::kReadCertificates).allowed);
+}
+
+// The dev CA hierarchy: dev-root (P-384, self-signed, 10 years) and
+// dev-intermediate (P-256, path length 0, 5 years) with keys on the token;
+// their certificates verify with openssl.
+TEST(CustosInit, MakesTheDevCaHierarchyOnTheToken) {
+  Deployment d;
+  const std::string root = d.dir() + "/ca/dev-root.crt";
+  const std::string inter = d.dir() + "/ca/dev-intermediate.crt";
+  CommandResult self =
+      Exec({"openssl", "verify", "-x509_strict", "-check_ss_sig", "-CAfile", root, root});
+  EXPECT_EQ(self.exit_code, 0) << self.out << self.err;
+  CommandResult chain = Exec({"openssl", "verify", "-x509_strict", "-CAfile", root, inter});
+  EXPECT_EQ(chain.exit_code, 0) << chain.out << chain.err;
+  const std::string root_text = Exec({"openssl", "x509", "-in", root, "-noout", "-text"}).out;
+  EXPECT_NE(root_text.find("CN = Custos Dev Root"), std::string::npos) << root_text;
+  EXPECT_NE(root_text.find("NIST CURVE: P-384"), std::string::npos) << root_text;
+  EXPECT_NE(root_text.find("CA:TRUE"), std::string::npos) << root_text;
+  const std::string inter_text = Exec({"openssl", "x509", "-in", inter, "-noout", "-text"}).out;
+  EXPECT_NE(inter_text.find("CN = Custos Dev Intermediate"), std::string::npos) << inter_text;
+  EXPECT_NE(inter_text.find("NIST CURVE: P-256"), std::string::npos) << inter_text;
+  EXPECT_NE(inter_text.find("CA:TRUE, pathlen:0"), std::string::npos) << inter_text;
+  EXPECT_NE(inter_text.find("Certificate Sign, CRL Sign"), std::string::npos) << inter_text;
+  // Validity: 10 and 5 years (enddate - startdate, a day's slack).
+  auto years = [](const std::string& path) {
+    const std::string s = Exec({"openssl", "x509", "-in", path, "-noout", "-startdate"}).out;
+    const std::string e = Exec({"openssl", "x509", "-in", path, "-noout", "-enddate"}).out;
+    auto year_of = [](const std::string& line) {
+      // "notBefore=Nov 25 12:00:00 2025 GMT"
+      const std::size_t gmt = line.rfind(" GMT");
+      return gmt == std::string::npos || gmt < 4 ? 0 : std::stoi(line.substr(gmt - 4, 4));
+    };
+    return year_of(e) - year_of(s);
+  };
+  EXPECT_EQ(years(root), 10);
+  EXPECT_EQ(years(inter), 5);
+  // Both private keys are on the token (sensitive, not extractable).
+  CommandResult objects =
+      Exec({"pkcs11-tool", "--module", SOFTHSM2_MODULE_PATH, "--token-label", "custos-dev",
+            "--login", "--pin", d.user_pin(), "--list-objects", "--type", "privkey"},
+           {{"SOFTHSM2_CONF", d.softhsm_conf()}});
+  ASSERT_EQ(objects.exit_code, 0) << objects.out << objects.err;
+  EXPECT_NE(objects.out.find("dev-root"), std::string::npos) << objects.out;
+  EXPECT_NE(objects.out.find("dev-intermediate"), std::string::npos) << objects.out;
+}
+
 TEST(CustosInit, PrintsThePlainAndTheQuorumDemo) {
   TempDir tmp;
   const std::string dir = tmp.path() + "/dev";
@@ -183,7 +308,12 @@ TEST(CustosInit, PrintsThePlainAndTheQuorumDemo) {
       "clients/builder.conf sign --key release-demo --in FILE --out FILE.sig",
       "custos-officer --config " + dir + "/officers/alice.conf approve ID",
       "custos-officer --config " + dir + "/officers/bob.conf approve ID",
-      "clients/builder.conf request wait ID --out FILE.sig"};
+      "clients/builder.conf request wait ID --out FILE.sig",
+      // The CA demo.
+      "openssl req -new",
+      "clients/issuer.conf cert issue --profile tls-server --csr www.csr --out www.crt --chain "
+      "www-chain.pem",
+      "openssl verify -CAfile " + dir + "/ca/dev-root.crt -untrusted www-chain.pem www.crt"};
   for (const std::string& line : lines) {
     EXPECT_NE(r.out.find(line), std::string::npos) << "missing \"" << line << "\" in\n" << r.out;
   }

@@ -3,10 +3,12 @@
 //   custos-init dev --dir DIR [--port N] [--module PATH]
 //
 // makes a complete local deployment for development, demos and tests: a
-// SoftHSM token under DIR, a dev PKI for mutual TLS, officer key pairs, a
-// least-privilege starter policy with 2-of-3 officer quorum rules,
-// DIR/custosd.conf and one client config per client and officer. It refuses
-// to touch a DIR that already has content.
+// SoftHSM token under DIR, a dev PKI for mutual TLS, a dev CA hierarchy
+// (dev-root, dev-intermediate; keys on the token, certificates in DIR/ca/),
+// officer key pairs, a least-privilege starter policy with 2-of-3 officer
+// quorum rules and certificate profiles, DIR/custosd.conf and one client
+// config per client and officer. It refuses to touch a DIR that already has
+// content.
 #include <fcntl.h>
 #include <openssl/rand.h>
 #include <sys/stat.h>
@@ -26,6 +28,7 @@
 #include "custos/pkcs11/token.h"
 #include "custos/service/key_name.h"
 #include "custos/service/key_store.h"
+#include "dev_ca.h"
 #include "dev_pki.h"
 
 namespace fs = std::filesystem;
@@ -111,18 +114,122 @@ std::string TextLiteralLines(const std::string& text, const std::string& indent)
   return out;
 }
 
+// The CA back-end part of the starter policy: the profiles tests, docs and
+// demos rely on (docs/ca.md) and the CRL settings. The dev CA hierarchy
+// (dev-root, dev-intermediate) is made by RunDev.
+std::string CertificateProfiles() {
+  const std::string td = kTrustDomain;
+  return "\n# Certificate profiles (docs/ca.md): which CA signs, who may ask, and what\n"
+         "# a certificate may contain. Custos builds every certificate from its\n"
+         "# profile: CSR extensions are never copied unless csr_extension_allowlist\n"
+         "# names them, and anything the profile does not allow is refused with the\n"
+         "# name of the rule.\n\n"
+         "# TLS server certificates for names under .dev.custos.test, for issuers\n"
+         "# such as an ACME server.\n"
+         "profile {\n"
+         "  name: \"tls-server\"\n"
+         "  ca: \"dev-intermediate\"\n"
+         "  roles: \"issuer\"\n"
+         "  key_algorithms: [\"ec-p256\", \"ec-p384\", \"rsa\"]\n"
+         "  rsa_min_bits: 2048\n"
+         "  max_validity: \"90d\"\n"
+         "  default_validity: \"30d\"\n"
+         "  key_usage: \"digitalSignature\"\n"
+         "  ext_key_usage: \"serverAuth\"\n"
+         "  san { dns_suffix: \".dev.custos.test\" min_count: 1 max_count: 10 }\n"
+         "  subject {\n"
+         "    mode: FROM_CSR\n"
+         "    allowed_from_csr: \"CN\"\n"
+         "    fixed { type: \"O\" value: \"Custos Dev\" }\n"
+         "  }\n"
+         "  crl_url: \"http://ca.dev.custos.test/dev-intermediate.crl\"\n"
+         "}\n\n"
+         "# SPIFFE X.509-SVIDs: exactly one URI SAN in the trust domain " +
+         td +
+         ",\n"
+         "# empty subject (the SAN extension is then critical), short-lived.\n"
+         "profile {\n"
+         "  name: \"spiffe-svid\"\n"
+         "  ca: \"dev-intermediate\"\n"
+         "  roles: \"issuer\"\n"
+         "  key_algorithms: [\"ec-p256\", \"ec-p384\", \"rsa\"]\n"
+         "  rsa_min_bits: 2048\n"
+         "  max_validity: \"24h\"\n"
+         "  default_validity: \"1h\"\n"
+         "  key_usage: \"digitalSignature\"\n"
+         "  ext_key_usage: [\"clientAuth\", \"serverAuth\"]\n"
+         "  san {\n"
+         "    uri_prefix: \"" +
+         td +
+         "/\"\n"
+         "    min_count: 1\n"
+         "    max_count: 1\n"
+         "    max_uri_count: 1\n"
+         "  }\n"
+         "  subject { mode: EMPTY }\n"
+         "  crl_url: \"http://ca.dev.custos.test/dev-intermediate.crl\"\n"
+         "}\n\n"
+         "# Subordinate CAs under dev-root (CA:TRUE, pathLenConstraint 0: they issue\n"
+         "# only leaves). Always under quorum (rule ca-issuance).\n"
+         "profile {\n"
+         "  name: \"sub-ca\"\n"
+         "  ca: \"dev-root\"\n"
+         "  roles: \"admin\"\n"
+         "  key_algorithms: [\"ec-p256\", \"ec-p384\", \"rsa\"]\n"
+         "  rsa_min_bits: 3072\n"
+         "  max_validity: \"5y\"\n"
+         "  default_validity: \"3y\"\n"
+         "  key_usage: [\"digitalSignature\", \"keyCertSign\", \"cRLSign\"]\n"
+         "  is_ca: true\n"
+         "  path_len: 0\n"
+         "  san { min_count: 0 max_count: 0 }\n"
+         "  subject {\n"
+         "    mode: FROM_CSR\n"
+         "    allowed_from_csr: [\"CN\", \"OU\"]\n"
+         "    fixed { type: \"O\" value: \"Custos Dev\" }\n"
+         "  }\n"
+         "  crl_url: \"http://ca.dev.custos.test/dev-root.crl\"\n"
+         "}\n\n"
+         "# Code-signing certificates for admins (release keys; docs/ca.md).\n"
+         "profile {\n"
+         "  name: \"code-signing\"\n"
+         "  ca: \"dev-intermediate\"\n"
+         "  roles: \"admin\"\n"
+         "  key_algorithms: [\"ec-p256\", \"ec-p384\", \"rsa\"]\n"
+         "  rsa_min_bits: 3072\n"
+         "  max_validity: \"365d\"\n"
+         "  default_validity: \"365d\"\n"
+         "  key_usage: \"digitalSignature\"\n"
+         "  ext_key_usage: \"codeSigning\"\n"
+         "  san { email_domain: \"dev.custos.test\" min_count: 0 max_count: 1 }\n"
+         "  subject {\n"
+         "    mode: FROM_CSR\n"
+         "    allowed_from_csr: \"OU\"\n"
+         "    fixed { type: \"O\" value: \"Custos Dev\" }\n"
+         "  }\n"
+         "  crl_url: \"http://ca.dev.custos.test/dev-intermediate.crl\"\n"
+         "}\n\n"
+         "# CRLs are valid for 7 days; custosd re-signs each a day before it expires.\n"
+         "ca_settings {\n"
+         "  crl_validity: \"7d\"\n"
+         "  crl_resign_before: \"1d\"\n"
+         "}\n";
+}
+
 std::string StarterPolicy(const std::vector<DevOfficer>& officers) {
   const std::string td = kTrustDomain;
   std::string text =
       "# Custos starter policy written by custos-init dev. Schema: docs/policy.md;\n"
       "# quorum: docs/quorum.md. Anything not allowed here is denied.\n"
       "#\n"
-      "# Least privilege: admin manages keys and proposes policy changes, builder\n"
-      "# signs with code-signing keys, issuer gets nothing yet (CA profiles come\n"
-      "# later), officers vote on pending requests. Sensitive operations need 2 of\n"
-      "# the 3 dev officers (alice, bob, carol): creating a ca or ssh-ca key,\n"
-      "# destroying any key, changing policy or officers, issuing a CA certificate,\n"
-      "# and signing with any key whose name starts with release-.\n"
+      "# Least privilege: admin manages keys and CAs and proposes policy changes,\n"
+      "# builder signs with code-signing keys, issuer issues certificates under the\n"
+      "# tls-server and spiffe-svid profiles (docs/ca.md), officers vote on pending\n"
+      "# requests. Sensitive operations need 2 of the 3 dev officers (alice, bob,\n"
+      "# carol): creating a ca or ssh-ca key, destroying any key, changing policy or\n"
+      "# officers, making a CA certificate (roots, intermediates, the sub-ca profile),\n"
+      "# revoking a CA certificate, and signing with any key whose name starts with\n"
+      "# release-.\n"
       "#\n"
       "# This policy has a POLICY_CHANGE quorum rule, so once custosd has imported\n"
       "# it, edits to this file are ignored: change policy with\n"
@@ -130,7 +237,8 @@ std::string StarterPolicy(const std::vector<DevOfficer>& officers) {
       "version: 1\n\n"
       "role { name: \"admin\" description: \"Key administrators\" }\n"
       "role { name: \"builder\" description: \"Build pipelines that sign artifacts\" }\n"
-      "role { name: \"issuer\" description: \"Certificate issuers; CA profiles come later\" }\n"
+      "role { name: \"issuer\" description: \"Certificate issuers (ACME, SPIFFE, enrolment front "
+      "ends)\" }\n"
       "role { name: \"officer\" description: \"Security officers who vote on pending requests\" "
       "}\n\n";
   for (const char* role : {"admin", "builder", "issuer"}) {
@@ -177,6 +285,21 @@ std::string StarterPolicy(const std::vector<DevOfficer>& officers) {
       "  name: \"admins-manage-policy\"\n"
       "  roles: \"admin\"\n"
       "  operations: [READ_POLICY, PROPOSE_POLICY]\n"
+      "}\n\n"
+      "# Admins manage CAs (custos ca create-root|create-intermediate|csr|import-cert;\n"
+      "# making a CA certificate needs the officers' quorum), revoke certificates\n"
+      "# (custos cert revoke) and read the inventory (custos cert list|show,\n"
+      "# custos ca list|show|chain). Any authenticated client may fetch CRLs.\n"
+      "admin_rule {\n"
+      "  name: \"admins-manage-cas\"\n"
+      "  roles: \"admin\"\n"
+      "  operations: [MANAGE_CA, REVOKE_CERTIFICATE, READ_CERTIFICATES]\n"
+      "}\n\n"
+      "# Issuers read the inventory and the CA chains they hand out.\n"
+      "admin_rule {\n"
+      "  name: \"issuers-read-certs\"\n"
+      "  roles: \"issuer\"\n"
+      "  operations: [READ_CERTIFICATES]\n"
       "}\n\n"
       "# The security officers. Each approval is a signature by the officer's own\n"
       "# key (DIR/officers/<id>.key here; a smart card in production) over the\n"
@@ -234,12 +357,15 @@ std::string StarterPolicy(const std::vector<DevOfficer>& officers) {
       "  threshold: 2\n"
       "  deny_rejects: true\n"
       "}\n\n"
-      "# Issuing a certificate under any CA profile (takes effect once the CA\n"
-      "# back-end exists).\n"
+      "# Making a CA certificate: a sub-CA under the sub-ca profile, a root or an\n"
+      "# intermediate (custos ca create-root|create-intermediate: profiles ca:root,\n"
+      "# ca:intermediate), and revoking a CA certificate (ca:revoke); in patterns\n"
+      "# '?' stands for the ':'. Leaf profiles (tls-server, spiffe-svid,\n"
+      "# code-signing) issue at once.\n"
       "quorum_rule {\n"
       "  name: \"ca-issuance\"\n"
       "  operation: CERT_ISSUE\n"
-      "  profiles: \"*\"\n"
+      "  profiles: [\"sub-ca\", \"ca?root\", \"ca?intermediate\", \"ca?revoke\"]\n"
       "  group: \"officers\"\n"
       "  threshold: 2\n"
       "  deny_rejects: true\n"
@@ -255,6 +381,7 @@ std::string StarterPolicy(const std::vector<DevOfficer>& officers) {
       "  threshold: 2\n"
       "  deny_rejects: true\n"
       "}\n";
+  text += CertificateProfiles();
   return text;
 }
 
@@ -319,6 +446,14 @@ LeafSpec ClientSpec(const std::string& common_name, const std::string& uri) {
   return spec;
 }
 
+// PEM of a DER certificate.
+std::string DerToPem(const std::vector<std::uint8_t>& der) {
+  const unsigned char* p = der.data();
+  UniqueX509 cert(d2i_X509(nullptr, &p, static_cast<long>(der.size())), X509_free);
+  if (cert == nullptr) throw std::runtime_error("a CA certificate does not parse");
+  return CertToPem(cert.get());
+}
+
 void WriteIssued(const Issued& issued, const fs::path& base) {
   WriteNewFile(base.string() + ".crt", CertToPem(issued.cert.get()), 0644);
   WriteNewFile(base.string() + ".key", KeyToPem(issued.key.get()), 0600);
@@ -333,7 +468,7 @@ int RunDev(const Layout& l) {
     return 2;
   }
   MakeDir(l.dir);
-  for (const char* sub : {"tokens", "secrets", "pki", "clients", "officers", "state"}) {
+  for (const char* sub : {"tokens", "secrets", "pki", "clients", "officers", "state", "ca"}) {
     MakeDir(l.dir / sub);
   }
 
@@ -409,6 +544,14 @@ int RunDev(const Layout& l) {
       std::cerr << "custos-init: cannot record the audit key: " << inserted.error() << "\n";
       return 1;
     }
+
+    // The dev CA hierarchy (docs/ca.md), signed inside the token, recorded
+    // in the state store and as the first records of the audit log. The
+    // certificates are also written to DIR/ca/ for openssl and friends.
+    const DevCaHierarchy cas =
+        MakeDevCaHierarchy(**token, **store, (l.dir / "state/audit.log").string());
+    WriteNewFile(l.dir / "ca/dev-root.crt", DerToPem(cas.root_der), 0644);
+    WriteNewFile(l.dir / "ca/dev-intermediate.crt", DerToPem(cas.intermediate_der), 0644);
   }
 
   // Dev PKI for mutual TLS.
@@ -460,6 +603,7 @@ int RunDev(const Layout& l) {
   const std::string d = l.dir.string();
   const std::string admin = "  custos --config " + d + "/clients/admin.conf ";
   const std::string builder = "  custos --config " + d + "/clients/builder.conf ";
+  const std::string issuer = "  custos --config " + d + "/clients/issuer.conf ";
   std::cout << "custos-init: dev deployment ready in " << d << "\n\n"
             << "Start the daemon:\n"
             << "  custosd --config " << d << "/custosd.conf\n\n"
@@ -476,6 +620,20 @@ int RunDev(const Layout& l) {
             << "  custos-officer --config " << d << "/officers/bob.conf approve ID\n"
             << builder << "request wait ID --out FILE.sig\n"
             << builder << "verify --key release-demo --in FILE --sig FILE.sig\n\n"
+            << "CA: dev-root and dev-intermediate are on the token (certificates in " << d
+            << "/ca/).\n"
+            << "Issue a TLS server certificate under profile tls-server as issuer "
+               "(docs/ca.md):\n"
+            << "  openssl req -new -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout "
+               "www.key -subj /CN=www.dev.custos.test -addext "
+               "subjectAltName=DNS:www.dev.custos.test -out www.csr\n"
+            << issuer
+            << "cert issue --profile tls-server --csr www.csr --out www.crt --chain "
+               "www-chain.pem\n"
+            << "  openssl verify -CAfile " << d
+            << "/ca/dev-root.crt -untrusted www-chain.pem www.crt\n"
+            << admin << "cert list\n"
+            << admin << "crl --ca dev-intermediate --out dev-intermediate.crl\n\n"
             << "Inspect the token (private keys are sensitive, not extractable):\n"
             << "  SOFTHSM2_CONF=" << d << "/softhsm2.conf pkcs11-tool --module " << l.module
             << " --token-label " << kTokenLabel << " --login --pin \"$(cat " << d
