@@ -82,6 +82,12 @@ struct SigningCore::Outcome {
   std::optional<KeyRecord> key_record;
   std::optional<PolicyRecord> policy_record;
   std::shared_ptr<const policy::Policy> policy;
+  // CA back-end (ca_core.cc): rows written with "executed", and the CA whose
+  // CRL is re-signed afterwards.
+  std::optional<CaRecord> ca_record;
+  std::optional<CertificateRecord> certificate;
+  std::optional<CertificateRevocation> revocation;
+  std::string refresh_crl;
 };
 
 namespace core_internal {

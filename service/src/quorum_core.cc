@@ -429,6 +429,12 @@ SigningCore::Outcome SigningCore::RunOperation(const PendingRecord& rec) {
     return out;
   }
 
+  if (rec.operation == "issue-certificate" || rec.operation == "create-ca" ||
+      rec.operation == "revoke-certificate") {
+    RunCaOperation(rec, request, &out);
+    return out;
+  }
+
   auto ref = ParseKeyReference(rec.key);
   if (!ref || !ref->version) return fail("the request names no key version");
   auto current = Find(ref->name);
@@ -629,6 +635,9 @@ void SigningCore::Execute(const std::string& id) {
   StoreChange change;
   if (out.key_record) change.update_key = &*out.key_record;
   if (out.policy_record) change.activate_policy = &*out.policy_record;
+  if (out.ca_record) change.put_ca = &*out.ca_record;
+  if (out.certificate) change.insert_certificate = &*out.certificate;
+  if (out.revocation) change.revoke = &*out.revocation;
   auto done = store_->UpdatePending(u, change);
   if (!done || !*done) {
     LogLine(logger_, LogLevel::kWarn, "quorum_store_error")
@@ -652,6 +661,14 @@ void SigningCore::Execute(const std::string& id) {
         .Unsigned("version", out.policy->version())
         .Str("quorum_request", id);
     InvalidateOthers(out.policy->version(), id);
+  }
+  if (!out.refresh_crl.empty()) {
+    std::string error;
+    if (!RefreshCrl(out.refresh_crl, true, &error)) {
+      LogLine(logger_, LogLevel::kWarn, "crl_resign_failed")
+          .Str("ca", out.refresh_crl)
+          .Str("error", error + " (retried by the sweeper)");
+    }
   }
   rec.state = "executed";
   rec.state_reason.clear();
@@ -709,6 +726,7 @@ Result<void> SigningCore::ResumeQuorum() {
     InvalidateOthers(CurrentPolicy()->version(), "");
   }
   SweepQuorum();
+  SweepCrls();
   if (limits_.quorum_sweep_interval.count() > 0 && !sweeper_.joinable()) {
     sweeper_ = std::thread([this] { SweeperLoop(); });
   }
@@ -722,6 +740,7 @@ void SigningCore::SweeperLoop() {
     if (stopping_) break;
     lock.unlock();
     SweepQuorum();
+    SweepCrls();
     lock.lock();
   }
 }

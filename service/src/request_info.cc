@@ -117,6 +117,29 @@ std::string_view KeyOf(const v1::Request& r) {
   }
 }
 
+std::string CaKeyOf(const v1::Request& r) {
+  switch (r.op_case()) {
+    case v1::Request::kCreateCa:
+      return "ca:" + r.create_ca().name();
+    case v1::Request::kGetCa:
+      return "ca:" + r.get_ca().name();
+    case v1::Request::kCaCsr:
+      return "ca:" + r.ca_csr().name();
+    case v1::Request::kImportCaCert:
+      return "ca:" + r.import_ca_cert().name();
+    case v1::Request::kIssueCertificate:
+      return "profile:" + r.issue_certificate().profile();
+    case v1::Request::kGetCertificate:
+      return "serial:" + r.get_certificate().serial();
+    case v1::Request::kRevokeCertificate:
+      return "serial:" + r.revoke_certificate().serial();
+    case v1::Request::kGetCrl:
+      return "crl:" + r.get_crl().ca();
+    default:
+      return "";
+  }
+}
+
 std::string Sha256Hex(std::string_view data) {
   unsigned char md[EVP_MAX_MD_SIZE];
   unsigned int len = 0;
@@ -133,6 +156,10 @@ std::string OpSha256(const v1::Request& r) {
 }
 
 std::string ResultKey(const v1::Response& r) {
+  if (r.has_issue_certificate() && !r.issue_certificate().serial().empty()) {
+    return "profile:" + r.issue_certificate().profile() +
+           " serial:" + r.issue_certificate().serial();
+  }
   const auto* oneof = r.GetDescriptor()->FindOneofByName("result");
   const auto* refl = r.GetReflection();
   const auto* field = oneof ? refl->GetOneofFieldDescriptor(r, oneof) : nullptr;
@@ -152,10 +179,22 @@ std::string ResultKey(const v1::Response& r) {
 }
 
 bool NeedsIntent(std::string_view op) {
-  static constexpr std::string_view kNoIntent[] = {
-      "ping",        "sign",           "sign_batch",       "list_keys",
-      "get_key",     "get_public_key", "audit_checkpoint", "list_requests",
-      "get_request", "get_policy",     "unknown"};
+  static constexpr std::string_view kNoIntent[] = {"ping",
+                                                   "sign",
+                                                   "sign_batch",
+                                                   "list_keys",
+                                                   "get_key",
+                                                   "get_public_key",
+                                                   "audit_checkpoint",
+                                                   "list_requests",
+                                                   "get_request",
+                                                   "get_policy",
+                                                   "list_cas",
+                                                   "get_ca",
+                                                   "list_certificates",
+                                                   "get_certificate",
+                                                   "get_crl",
+                                                   "unknown"};
   for (auto o : kNoIntent) {
     if (o == op) return false;
   }

@@ -374,7 +374,8 @@ class Connection : public std::enable_shared_from_this<Connection> {
     Meta meta;
     meta.request_id = req->id();
     meta.op = std::string(OpName(*req));
-    meta.key = std::string(Bounded(KeyOf(*req)));
+    const std::string ca_key = CaKeyOf(*req);
+    meta.key = std::string(Bounded(ca_key.empty() ? KeyOf(*req) : std::string_view(ca_key)));
     meta.trace_id = std::string(Bounded(req->trace_id()));
     if (srv_.opts.audit) meta.op_sha256 = OpSha256(*req);
     if (req->op_case() == v1::Request::kSubmitApproval) {

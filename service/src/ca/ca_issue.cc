@@ -573,6 +573,11 @@ Result<PreparedCertificate> Describe(X509* x, Bytes tbs) {
   out.not_before = *nb;
   out.not_after = *na;
   out.key_algorithm = KeyAlgorithmText(X509_get0_pubkey(x));
+  out.spki_der = internal::CanonicalSpki(X509_get0_pubkey(x));
+  if (const ASN1_OCTET_STRING* ski = X509_get0_subject_key_id(x)) {
+    out.subject_key_id.assign(ASN1_STRING_get0_data(ski),
+                              ASN1_STRING_get0_data(ski) + ASN1_STRING_length(ski));
+  }
   ERR_clear_error();
   int crit = 0;
   BASIC_CONSTRAINTS* bc =
@@ -910,6 +915,17 @@ Result<PreparedCertificate> DescribeTbs(std::span<const std::uint8_t> tbs_der) {
   if (x == nullptr)
     return Fail("tbs-invalid", "the to-be-signed certificate does not parse as DER");
   return Describe(x.get(), Bytes(tbs_der.begin(), tbs_der.end()));
+}
+
+Result<PreparedCertificate> DescribeCertificate(std::span<const std::uint8_t> cert_der) {
+  const unsigned char* p = cert_der.data();
+  UniqueX509 x(d2i_X509(nullptr, &p, static_cast<long>(cert_der.size())));
+  if (x == nullptr || p != cert_der.data() + cert_der.size()) {
+    ERR_clear_error();
+    return Fail("cert-invalid", "the certificate does not parse as DER");
+  }
+  Bytes tbs = internal::ToDer(x.get(), i2d_re_X509_tbs);
+  return Describe(x.get(), std::move(tbs));
 }
 
 Result<IssuedCertificate> Issue(const CertificateAuthority& ca, const Profile& profile,

@@ -371,7 +371,9 @@ struct PreparedCertificate {
   std::string key_algorithm;  // subject key: "ec-p256", "ec-p384", "rsa-2048", "ed25519"
   std::vector<std::string> ext_key_usages;  // dotted OIDs
   bool is_ca = false;
-  int path_len = -1;  // CA only; -1: none
+  int path_len = -1;     // CA only; -1: none
+  Bytes spki_der;        // the subject public key, canonical (EC points uncompressed)
+  Bytes subject_key_id;  // the SKI extension's value; empty if none
   // Dotted OIDs of CSR extensions that were not copied (PrepareIssue only).
   std::vector<std::string> dropped_csr_extensions;
 };
@@ -396,6 +398,8 @@ Result<IssuedCertificate> SignPrepared(const CertificateAuthority& ca,
 // What a TBS certifies, read back from its bytes (officers' consoles, the
 // service at execution). "tbs-invalid" if it does not parse as DER.
 Result<PreparedCertificate> DescribeTbs(std::span<const std::uint8_t> tbs_der);
+// The same for a signed certificate (DER); "cert-invalid" if it does not parse.
+Result<PreparedCertificate> DescribeCertificate(std::span<const std::uint8_t> cert_der);
 
 // Issues a certificate for `csr` under `profile`: PrepareIssue, then
 // SignPrepared. Checks, in order: the

@@ -186,9 +186,47 @@ class SigningCore final : public RequestHandler {
                         custos::v1::Status* status);
 
   // CA back-end (ca_core.cc): requests 50-59.
+  struct LoadedCa;
   void HandleCa(std::string_view principal, const custos::v1::Request& request,
                 custos::v1::Response& resp);
+  void HandleCreateCa(std::string_view principal, const custos::v1::Request& request,
+                      custos::v1::Response& resp);
+  void HandleCaCsr(std::string_view principal, const custos::v1::CaCsrRequest& req,
+                   custos::v1::Response& resp);
+  void HandleImportCaCert(std::string_view principal, const custos::v1::ImportCaCertRequest& req,
+                          custos::v1::Response& resp);
+  void HandleListCas(std::string_view principal, custos::v1::Response& resp);
+  void HandleGetCa(std::string_view principal, const custos::v1::GetCaRequest& req,
+                   custos::v1::Response& resp);
+  void HandleIssueCertificate(std::string_view principal, const custos::v1::Request& request,
+                              custos::v1::Response& resp);
+  void HandleListCertificates(std::string_view principal,
+                              const custos::v1::ListCertificatesRequest& req,
+                              custos::v1::Response& resp);
+  void HandleGetCertificate(std::string_view principal,
+                            const custos::v1::GetCertificateRequest& req,
+                            custos::v1::Response& resp);
+  void HandleRevokeCertificate(std::string_view principal, const custos::v1::Request& request,
+                               custos::v1::Response& resp);
+  void HandleGetCrl(std::string_view principal, const custos::v1::GetCrlRequest& req,
+                    custos::v1::Response& resp);
+  // Loads CA `name` with its signing key (from the token). `need_active`:
+  // refuses a CA that is not "active". False (status filled) when refused.
+  bool LoadCa(std::string_view name, bool need_active, LoadedCa* out,
+              custos::v1::Status* status) const;
+  // Runs an approved issue-certificate, create-ca or revoke-certificate.
+  void RunCaOperation(const PendingRecord& rec, const custos::v1::Request& request, Outcome* out);
+  // Re-signs CA `ca`'s CRL when `force`, when it has none, or when its
+  // nextUpdate is within the policy's crl_resign_before. The new CRL is in
+  // the store before this returns. Serialised on crl_mu_.
+  bool RefreshCrl(const std::string& ca, bool force, std::string* error);
 
+ public:
+  // Re-signs every active CA's CRL that is due (RefreshCrl without force).
+  // The sweeper calls it after SweepQuorum(); tests may too. Thread-safe.
+  void SweepCrls();
+
+ private:
   // Quorum (quorum_core.cc).
   void HandleListRequests(std::string_view principal, const custos::v1::ListRequestsRequest& req,
                           custos::v1::Response& resp);
@@ -280,6 +318,9 @@ class SigningCore final : public RequestHandler {
   std::set<std::string, std::less<>> creating_;                                // GUARDED_BY(mu_)
   // Serialises rotate and state changes (each reads, changes and writes one key).
   std::mutex lifecycle_mu_;
+
+  // Serialises CRL signing, so CRL numbers strictly increase.
+  std::mutex crl_mu_;
 
   // The sweeper thread (ResumeQuorum) and its stop signal.
   std::mutex sweeper_mu_;
