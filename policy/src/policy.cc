@@ -771,10 +771,15 @@ std::optional<ParseError> Compiler::CompileQuorumRules(const pb::PolicyFile& fil
       }
       for (int j = 0; j < rule.profiles_size(); ++j) {
         const std::string& pattern = rule.profiles(j);
-        if (!IsValidKeyPattern(pattern)) {
+        // CA operations are judged as the pseudo-profiles "ca:root",
+        // "ca:intermediate" and "ca:revoke" (docs/policy.md).
+        const std::string_view name_part =
+            pattern.rfind("ca:", 0) == 0 ? std::string_view(pattern).substr(3) : pattern;
+        if (!IsValidKeyPattern(name_part)) {
           return ErrorAt(Locate(tree, profiles_field, j),
                          what + " profile pattern " + Quoted(pattern) +
-                             " can never match: profile names use only [a-z0-9._-], "
+                             " can never match: profile names use only [a-z0-9._-] (CA "
+                             "operations: \"ca:root\", \"ca:intermediate\", \"ca:revoke\"), "
                              "with '*' and '?' as wildcards");
         }
         compiled.profiles.push_back(pattern);

@@ -365,7 +365,7 @@ std::string StarterPolicy(const std::vector<DevOfficer>& officers) {
       "quorum_rule {\n"
       "  name: \"ca-issuance\"\n"
       "  operation: CERT_ISSUE\n"
-      "  profiles: [\"sub-ca\", \"ca?root\", \"ca?intermediate\", \"ca?revoke\"]\n"
+      "  profiles: [\"sub-ca\", \"ca:root\", \"ca:intermediate\", \"ca:revoke\"]\n"
       "  group: \"officers\"\n"
       "  threshold: 2\n"
       "  deny_rejects: true\n"

@@ -331,6 +331,36 @@ TEST(ProfileTest, SubCaProfilesNeedQuorum) {
   EXPECT_TRUE(std::holds_alternative<Policy>(Policy::Parse(head + with_name("intermediate"))));
 }
 
+TEST(ProfileTest, QuorumRulesNameCaOperations) {
+  // CA creation and CA revocation are judged as the pseudo-profiles
+  // "ca:root", "ca:intermediate" and "ca:revoke"; rules may name them.
+  for (const char* patterns : {"[\"ca:root\", \"ca:intermediate\", \"ca:revoke\"]", "\"ca:*\""}) {
+    std::string head = Head();
+    head.replace(head.find("profiles: \"sub-*\""), 17, std::string("profiles: ") + patterns);
+    auto parsed = Policy::Parse(head);
+    ASSERT_TRUE(std::holds_alternative<Policy>(parsed))
+        << patterns << ": " << std::get<ParseError>(parsed).ToString();
+    const Policy& policy = std::get<Policy>(parsed);
+    QuorumPolicy quorum(policy);
+    for (const char* op : {"ca:root", "ca:intermediate", "ca:revoke"}) {
+      QuorumQuery query;
+      query.operation = QuorumOperation::kCertIssue;
+      query.profile = op;
+      EXPECT_FALSE(quorum.QuorumFor(query).empty()) << patterns << " " << op;
+    }
+    QuorumQuery leaf;
+    leaf.operation = QuorumOperation::kCertIssue;
+    leaf.profile = "tls-server";
+    EXPECT_TRUE(quorum.QuorumFor(leaf).empty()) << patterns;
+  }
+  std::string bad = Head();
+  bad.replace(bad.find("profiles: \"sub-*\""), 17, "profiles: \"ca:Root\"");
+  auto refused = Policy::Parse(bad);
+  ASSERT_TRUE(std::holds_alternative<ParseError>(refused));
+  EXPECT_NE(std::get<ParseError>(refused).message.find("can never match"), std::string::npos)
+      << std::get<ParseError>(refused).ToString();
+}
+
 TEST(ProfileTest, ParsePolicyDuration) {
   const std::vector<std::pair<std::string, long long>> good = {
       {"0s", 0},

@@ -219,8 +219,7 @@ class CaCoreTest : public testing::Test {
           quorum_rule {
             name: "ca-issuance"
             operation: CERT_ISSUE
-            # "ca:root", "ca:intermediate", "ca:revoke" (policy patterns cannot spell ":")
-            profiles: [ "sub-ca", "ca?root", "ca?intermediate", "ca?revoke" ]
+            profiles: [ "sub-ca", "ca:root", "ca:intermediate", "ca:revoke" ]
             group: "officers"
             threshold: 2
           }
