@@ -300,7 +300,9 @@ std::optional<Failure> RequestShow(Invocation& inv) {
 }
 
 std::optional<Failure> RequestWait(Invocation& inv) {
-  const char* usage = "usage: custos request wait ID [--timeout DURATION] [--out FILE] [--json]";
+  const char* usage =
+      "usage: custos request wait ID [--timeout DURATION] [--out FILE] [--chain FILE] [--der] "
+      "[--json]";
   if (inv.args.size() != 1) return Failure{kExitUsage, usage};
   std::uint64_t timeout = 600;
   if (!inv.timeout.empty()) {

@@ -211,6 +211,9 @@ std::string FieldLabel(std::string_view field) {
       {"parent", "Parent CA"},
       {"path-len", "Path length"},
       {"reason", "Reason"},
+      {"revokes-ca", "Revokes the CA"},
+      {"name", "CA name"},
+      {"basic-constraints", "Basic constraints"},
       {"policy-diff", "Change"},
       {"note", "Note"},
   };
