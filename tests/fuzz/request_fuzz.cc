@@ -103,6 +103,52 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
       break;
     case custos::v1::Request::kGetPolicy:
       break;
+    case custos::v1::Request::kCreateCa:
+      Touch(request.create_ca().name());
+      Touch(request.create_ca().key());
+      Touch(request.create_ca().subject());
+      Touch(request.create_ca().parent());
+      sink += request.create_ca().validity_seconds() +
+              static_cast<std::size_t>(request.create_ca().path_len());
+      break;
+    case custos::v1::Request::kListCas:
+      break;
+    case custos::v1::Request::kGetCa:
+      Touch(request.get_ca().name());
+      break;
+    case custos::v1::Request::kCaCsr:
+      Touch(request.ca_csr().name());
+      Touch(request.ca_csr().key());
+      Touch(request.ca_csr().subject());
+      break;
+    case custos::v1::Request::kImportCaCert:
+      Touch(request.import_ca_cert().name());
+      Touch(request.import_ca_cert().cert_der());
+      for (const auto& c : request.import_ca_cert().chain_der()) Touch(c);
+      break;
+    case custos::v1::Request::kIssueCertificate:
+      Touch(request.issue_certificate().profile());
+      Touch(request.issue_certificate().csr());
+      Touch(request.issue_certificate().renews());
+      for (const auto& s : request.issue_certificate().sans()) Touch(s);
+      break;
+    case custos::v1::Request::kListCertificates:
+      Touch(request.list_certificates().ca());
+      Touch(request.list_certificates().requester());
+      Touch(request.list_certificates().profile());
+      break;
+    case custos::v1::Request::kGetCertificate:
+      Touch(request.get_certificate().serial());
+      Touch(request.get_certificate().ca());
+      break;
+    case custos::v1::Request::kRevokeCertificate:
+      Touch(request.revoke_certificate().serial());
+      Touch(request.revoke_certificate().ca());
+      Touch(request.revoke_certificate().reason());
+      break;
+    case custos::v1::Request::kGetCrl:
+      Touch(request.get_crl().ca());
+      break;
     case custos::v1::Request::OP_NOT_SET:
       break;
   }
