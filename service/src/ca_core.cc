@@ -979,6 +979,10 @@ void SigningCore::HandleRevokeCertificate(std::string_view principal, const v1::
     spec.fields.emplace_back("subject", cert.subject);
     spec.fields.emplace_back("revokes-ca", revokes_ca);
     spec.fields.emplace_back("reason", reason_name);
+    // The certificate itself, so an officer's console shows (and checks
+    // against the fields above) exactly which CA certificate is revoked.
+    spec.fields.emplace_back("payload-sha256", Sha256Hex(cert.der));
+    spec.payload = AsString(cert.der);
     spec.summary = "revoke-certificate " + serial + " (CA " + revokes_ca + ") " + reason_name;
     Enqueue(principal, request, pol->version(), std::move(reqs), std::move(spec), {}, resp);
     return;

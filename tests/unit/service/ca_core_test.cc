@@ -519,6 +519,9 @@ TEST_F(CaCoreTest, CreateCaAndCaRevocationNeedQuorum) {
   revoke.mutable_revoke_certificate()->set_reason("cessationOfOperation");
   auto rp = Call(kAdmin, revoke);
   ASSERT_EQ(rp.status().code(), v1::PENDING_APPROVAL) << rp.status().message();
+  // Officers are shown the very certificate that is revoked.
+  EXPECT_EQ(rp.pending().payload(), ca.get_ca().cert_der());
+  EXPECT_NE(rp.pending().canonical().find("payload-sha256: "), std::string::npos);
   ASSERT_EQ(Vote("alice", rp.pending()).status().code(), v1::OK);
   ASSERT_EQ(Vote("bob", rp.pending()).status().code(), v1::OK);
   EXPECT_EQ(Call(kAdmin, get_ca).get_ca().state(), "revoked");
