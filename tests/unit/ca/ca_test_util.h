@@ -25,8 +25,8 @@
 #include <utility>
 #include <vector>
 
-#include "custos/service/ca.h"
 #include "ca_internal.h"
+#include "custos/service/ca.h"
 
 namespace custos::service::ca::testing {
 

@@ -516,7 +516,8 @@ INSTANTIATE_TEST_SUITE_P(
         ValidationCase{"AdminRuleUnspecifiedOperation",
                        "role { name: \"admin\" }\nadmin_rule { name: \"a\" roles: \"admin\" "
                        "operations: [READ_POLICY, ADMIN_OPERATION_UNSPECIFIED] }\n",
-                       13, "ADMIN_OPERATION_UNSPECIFIED", "use READ_POLICY, PROPOSE_POLICY, MANAGE_CA"},
+                       13, "ADMIN_OPERATION_UNSPECIFIED",
+                       "use READ_POLICY, PROPOSE_POLICY, MANAGE_CA"},
         ValidationCase{"AdminRuleKeyOperation",
                        "role { name: \"admin\" }\nadmin_rule { name: \"a\" roles: \"admin\" "
                        "operations: SIGN }\n",

@@ -169,61 +169,60 @@ class CaCoreTest : public testing::Test {
 
   std::string Policy(const std::string& ca_settings = "") {
     // A policy with CA settings replaces the first one: a higher version.
-    std::string text =
-        (ca_settings.empty() ? "version: 1\n" : "version: 2\n") + std::string(R"pb(
-          role { name: "admin" }
-          role { name: "issuer" }
-          binding { principal: "spiffe://test.custos/admin" roles: "admin" }
-          binding { principal: "spiffe://test.custos/issuer" roles: "issuer" }
-          key_rule {
-            name: "admins-manage-keys"
-            roles: "admin"
-            operations: [ CREATE, READ ]
-            keys: "*"
-            usages: "*"
-            algorithms: "*"
-          }
-          admin_rule {
-            name: "admins-ca"
-            roles: "admin"
-            operations: [ MANAGE_CA, REVOKE_CERTIFICATE, READ_CERTIFICATES ]
-          }
-          admin_rule {
-            name: "issuers-read-certs"
-            roles: "issuer"
-            operations: [ READ_CERTIFICATES ]
-          }
-          profile {
-            name: "tls-server"
-            ca: "dev-intermediate"
-            roles: "issuer"
-            key_algorithms: [ "ec-p256", "rsa" ]
-            max_validity: "90d"
-            default_validity: "30d"
-            key_usage: "digitalSignature"
-            ext_key_usage: "serverAuth"
-            san { dns_suffix: ".dev.custos.test" }
-          }
-          profile {
-            name: "sub-ca"
-            ca: "dev-root"
-            roles: "admin"
-            key_algorithms: [ "ec-p256" ]
-            max_validity: "365d"
-            key_usage: [ "keyCertSign", "cRLSign" ]
-            is_ca: true
-            path_len: 0
-            san { min_count: 0 }
-            subject { allowed_from_csr: [ "CN", "O" ] }
-          }
-          quorum_rule {
-            name: "ca-issuance"
-            operation: CERT_ISSUE
-            profiles: [ "sub-ca", "ca:root", "ca:intermediate", "ca:revoke" ]
-            group: "officers"
-            threshold: 2
-          }
-        )pb");
+    std::string text = (ca_settings.empty() ? "version: 1\n" : "version: 2\n") + std::string(R"pb(
+                         role { name: "admin" }
+                         role { name: "issuer" }
+                         binding { principal: "spiffe://test.custos/admin" roles: "admin" }
+                         binding { principal: "spiffe://test.custos/issuer" roles: "issuer" }
+                         key_rule {
+                           name: "admins-manage-keys"
+                           roles: "admin"
+                           operations: [ CREATE, READ ]
+                           keys: "*"
+                           usages: "*"
+                           algorithms: "*"
+                         }
+                         admin_rule {
+                           name: "admins-ca"
+                           roles: "admin"
+                           operations: [ MANAGE_CA, REVOKE_CERTIFICATE, READ_CERTIFICATES ]
+                         }
+                         admin_rule {
+                           name: "issuers-read-certs"
+                           roles: "issuer"
+                           operations: [ READ_CERTIFICATES ]
+                         }
+                         profile {
+                           name: "tls-server"
+                           ca: "dev-intermediate"
+                           roles: "issuer"
+                           key_algorithms: [ "ec-p256", "rsa" ]
+                           max_validity: "90d"
+                           default_validity: "30d"
+                           key_usage: "digitalSignature"
+                           ext_key_usage: "serverAuth"
+                           san { dns_suffix: ".dev.custos.test" }
+                         }
+                         profile {
+                           name: "sub-ca"
+                           ca: "dev-root"
+                           roles: "admin"
+                           key_algorithms: [ "ec-p256" ]
+                           max_validity: "365d"
+                           key_usage: [ "keyCertSign", "cRLSign" ]
+                           is_ca: true
+                           path_len: 0
+                           san { min_count: 0 }
+                           subject { allowed_from_csr: [ "CN", "O" ] }
+                         }
+                         quorum_rule {
+                           name: "ca-issuance"
+                           operation: CERT_ISSUE
+                           profiles: [ "sub-ca", "ca:root", "ca:intermediate", "ca:revoke" ]
+                           group: "officers"
+                           threshold: 2
+                         }
+                       )pb");
     for (const char* id : {"alice", "bob"}) {
       text += "officer { id: \"" + std::string(id) + "\" name: \"" + id +
               "\" groups: \"officers\" principals: \"spiffe://test.custos/officer/" + id +
