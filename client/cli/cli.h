@@ -191,6 +191,9 @@ struct Invocation {
   std::string profile, csr, chain, renews, requester, reason;
   std::vector<std::string> sans;  // cert issue --san S (repeatable)
   bool der = false;               // --der: write DER instead of PEM
+  // sign with many files (multi_sign.cc): --files-from LIST, --out-dir DIR,
+  // --manifest OUT.
+  std::string files_from, out_dir, manifest;
   // Whether connection settings were given at all (config, env or flags).
   bool configured = false;
 
@@ -202,6 +205,8 @@ struct Invocation {
   // response is one (then response->pending() describes the request).
   std::optional<Failure> CallAllowPending(custos::v1::Request request,
                                           custos::v1::Response* response, bool* pending);
+  // The connected client (connecting on first use); a Failure as for Call.
+  std::optional<Failure> Connected(client::Client** out);
 
  private:
   std::unique_ptr<client::Client> client_;
@@ -212,6 +217,13 @@ std::optional<Failure> KeysCreate(Invocation& inv);
 std::optional<Failure> KeysShow(Invocation& inv);
 std::optional<Failure> KeysPubkey(Invocation& inv);
 std::optional<Failure> Sign(Invocation& inv);
+// The sign algorithm: --algorithm, else the only one the key's type allows
+// (asks the server for the key's type).
+std::optional<Failure> ResolveSignAlgorithm(Invocation& inv, const AlgorithmInfo** alg);
+// "server refused: CODE: message (policy rule R, CKR_...)".
+std::string RefusalText(const custos::v1::Status& status);
+// `custos sign` with FILE..., --files-from or --manifest (multi_sign.cc).
+std::optional<Failure> SignMany(Invocation& inv, int* exit_code);
 // Sets *exit_code to kExitOk or kExitBadSignature.
 std::optional<Failure> Verify(Invocation& inv, int* exit_code);
 std::optional<Failure> Ping(Invocation& inv);

@@ -13,6 +13,8 @@ using custos::client::ErrorCode;
 
 Failure Usage(std::string message) { return Failure{kExitUsage, std::move(message)}; }
 
+}  // namespace
+
 std::string RefusalText(const v1::Status& status) {
   std::string text = "server refused: " + v1::StatusCode_Name(status.code());
   if (!status.message().empty()) text += ": " + status.message();
@@ -22,6 +24,8 @@ std::string RefusalText(const v1::Status& status) {
   if (!extra.empty()) text += " (" + extra + ")";
   return text;
 }
+
+namespace {
 
 // "name@3" -> "name".
 std::string KeyBaseName(const std::string& key) { return key.substr(0, key.find('@')); }
@@ -101,9 +105,7 @@ void PrintKey(const v1::KeyInfo& k) {
   }
 }
 
-std::optional<Failure> Invocation::CallAllowPending(v1::Request request, v1::Response* response,
-                                                    bool* pending) {
-  *pending = false;
+std::optional<Failure> Invocation::Connected(client::Client** out) {
   if (!client_) {
     auto connected = client::Client::Connect(config);
     if (!connected.ok()) {
@@ -113,6 +115,15 @@ std::optional<Failure> Invocation::CallAllowPending(v1::Request request, v1::Res
     }
     client_ = std::move(connected).value();
   }
+  *out = client_.get();
+  return std::nullopt;
+}
+
+std::optional<Failure> Invocation::CallAllowPending(v1::Request request, v1::Response* response,
+                                                    bool* pending) {
+  *pending = false;
+  client::Client* unused = nullptr;
+  if (auto f = Connected(&unused)) return f;
   auto result = client_->Call(std::move(request));
   if (!result.ok()) {
     const auto& e = result.error();
@@ -289,6 +300,17 @@ std::optional<Failure> KeysPubkey(Invocation& inv) {
   return WriteFile(inv.out, pem);
 }
 
+std::optional<Failure> ResolveSignAlgorithm(Invocation& inv, const AlgorithmInfo** alg) {
+  if (inv.algorithm.empty()) {
+    v1::Request req;
+    req.mutable_get_key()->set_key(KeyBaseName(inv.key_name));
+    v1::Response resp;
+    if (auto f = inv.Call(req, &resp)) return f;
+    return ChooseAlgorithm(inv, inv.key_name, resp.get_key().key_type(), alg);
+  }
+  return ChooseAlgorithm(inv, inv.key_name, "", alg);
+}
+
 std::optional<Failure> Sign(Invocation& inv) {
   const char* usage =
       "custos sign --key NAME[@V] [--algorithm ALG] --in FILE --out SIG [--wait DURATION] "
@@ -298,15 +320,7 @@ std::optional<Failure> Sign(Invocation& inv) {
     return Usage(std::string("usage: ") + usage);
   }
   const AlgorithmInfo* alg = nullptr;
-  if (inv.algorithm.empty()) {
-    v1::Request req;
-    req.mutable_get_key()->set_key(KeyBaseName(inv.key_name));
-    v1::Response resp;
-    if (auto f = inv.Call(req, &resp)) return f;
-    if (auto f = ChooseAlgorithm(inv, inv.key_name, resp.get_key().key_type(), &alg)) return f;
-  } else if (auto f = ChooseAlgorithm(inv, inv.key_name, "", &alg)) {
-    return f;
-  }
+  if (auto f = ResolveSignAlgorithm(inv, &alg)) return f;
 
   std::uint64_t wait_seconds = 0;
   if (!inv.wait.empty()) {

@@ -39,6 +39,16 @@ Commands:
        [--note TEXT] [--json]
         --wait: when the key needs quorum approval, wait up to DURATION for
         it and then write the signature; without --wait exit 6 with the id
+  sign --key NAME[@V] [--algorithm ALG] [--out-dir DIR] [--note TEXT] [--json]
+       FILE... | --files-from LIST
+        many files: hashes them in parallel, signs them in batches and writes
+        each signature to FILE.sig (or DIR/BASENAME.sig; two files with one
+        base name are refused); LIST has one path per line, "-" reads stdin;
+        progress on stderr (a bar on a terminal, else a line every 10%); exit
+        4 when any file failed (each named on stderr), the others are signed
+  sign --key NAME[@V] [--algorithm ALG] --manifest OUT FILE... | --files-from LIST
+        one signature over a manifest: sorted "SHA256  PATH" lines (the
+        sha256sum format) written to OUT, its signature to OUT.sig
   verify --key NAME[@V] [--algorithm ALG] --in FILE --sig SIG [--pubkey PEM] [--json]
   ping [--json]
   audit checkpoint [--out FILE] [--json]  latest signed audit checkpoint, to pin
@@ -100,7 +110,9 @@ CA back-end (docs/operations.md "Certificates and CAs"; DN: RFC 4514, e.g.
   algorithm; RSA keys need --algorithm. verify checks locally with the public
   key from the server, or from --pubkey without contacting the server.
 
-Connection settings (from --config FILE, else $CUSTOS_CONFIG; flags override):
+Connection settings (from --config FILE, else $CUSTOS_CONFIG; then the
+environment variables CUSTOS_SERVER, CUSTOS_CERT, CUSTOS_KEY (TLS private key)
+and CUSTOS_CA; flags override both):
   --config FILE          INI file with keys server, cert, key, ca, server-name,
                          timeout-ms (relative paths are relative to FILE)
   --server HOST:PORT     custosd address
@@ -168,7 +180,8 @@ const Command kCommands[] = {
     {"keys mark-compromised", {"note"}},
     {"keys show", {}},
     {"keys pubkey", {"out"}},
-    {"sign", {"key", "algorithm", "in", "out", "wait", "note"}},
+    {"sign",
+     {"key", "algorithm", "in", "out", "wait", "note", "files-from", "out-dir", "manifest"}},
     {"verify", {"key", "algorithm", "in", "sig", "pubkey"}},
     {"ping", {}},
     {"audit checkpoint", {"out"}},
@@ -296,7 +309,9 @@ int Run(int argc, char** argv) {
       "path-len", po::value(&inv.path_len))("profile", po::value(&inv.profile))(
       "csr", po::value(&inv.csr))("chain", po::value(&inv.chain))("renews", po::value(&inv.renews))(
       "requester", po::value(&inv.requester))("reason", po::value(&inv.reason))(
-      "san", po::value(&inv.sans)->composing())("der", "");
+      "san", po::value(&inv.sans)->composing())("der", "")(
+      "files-from", po::value(&inv.files_from))("out-dir", po::value(&inv.out_dir))(
+      "manifest", po::value(&inv.manifest));
   po::positional_options_description positional;
   positional.add("args", -1);
   try {
@@ -342,9 +357,11 @@ int Run(int argc, char** argv) {
     if (!loaded.ok()) return Fail(Failure{kExitUsage, loaded.error().message()});
     inv.config = std::move(loaded).value();
   }
+  // flags > environment > config file.
+  const bool from_env = client::ApplyEnvironment(&inv.config);
   Apply(global, &inv.config);
   Apply(local, &inv.config);
-  inv.configured = !config_path.empty() || !inv.config.server.empty();
+  inv.configured = !config_path.empty() || from_env || !inv.config.server.empty();
 
   std::optional<Failure> failure;
   int exit_code = kExitOk;
@@ -362,7 +379,9 @@ int Run(int argc, char** argv) {
              name == "keys mark-compromised") {
     failure = KeysStateChange(inv, std::string_view(name).substr(5));
   } else if (name == "sign") {
-    failure = Sign(inv);
+    const bool many = !inv.args.empty() || !inv.files_from.empty() || !inv.manifest.empty() ||
+                      !inv.out_dir.empty();
+    failure = many ? SignMany(inv, &exit_code) : Sign(inv);
   } else if (name == "verify") {
     failure = Verify(inv, &exit_code);
   } else if (name == "ping") {

@@ -4,6 +4,7 @@
 
 #include <boost/program_options.hpp>
 #include <charconv>
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 
@@ -133,16 +134,34 @@ Result<ClientConfig> LoadClientConfig(const std::string& path) {
   return config;
 }
 
+bool ApplyEnvironment(ClientConfig* config) {
+  bool used = false;
+  auto take = [&used](const char* name, std::string* field) {
+    const char* value = std::getenv(name);
+    if (value == nullptr || *value == '\0') return;
+    *field = value;
+    used = true;
+  };
+  take("CUSTOS_SERVER", &config->server);
+  take("CUSTOS_CERT", &config->cert);
+  take("CUSTOS_KEY", &config->key);
+  take("CUSTOS_CA", &config->ca);
+  return used;
+}
+
 Status ValidateClientConfig(const ClientConfig& config) {
   if (config.server.empty()) {
     return ConfigError(
-        "no server configured: give --config FILE, set CUSTOS_CONFIG, or pass --server HOST:PORT");
+        "no server configured: give --config FILE, set CUSTOS_CONFIG or CUSTOS_SERVER, or pass "
+        "--server HOST:PORT");
   }
   auto address = ParseServerAddress(config.server);
   if (!address.ok()) return address.error();
-  if (config.cert.empty()) return ConfigError("no client certificate configured (cert / --cert)");
-  if (config.key.empty()) return ConfigError("no client private key configured (key / --key)");
-  if (config.ca.empty()) return ConfigError("no CA certificate configured (ca / --ca)");
+  if (config.cert.empty())
+    return ConfigError("no client certificate configured (cert / --cert / CUSTOS_CERT)");
+  if (config.key.empty())
+    return ConfigError("no client private key configured (key / --key / CUSTOS_KEY)");
+  if (config.ca.empty()) return ConfigError("no CA certificate configured (ca / --ca / CUSTOS_CA)");
   if (config.max_in_flight == 0) return ConfigError("max_in_flight must be at least 1");
   if (config.connect_timeout.count() <= 0 || config.request_timeout.count() <= 0) {
     return ConfigError("timeouts must be positive");

@@ -384,8 +384,9 @@ class CliBinary : public ::testing::Test {
   // configuration from the environment.
   RunResult Custos(const std::string& args) {
     const std::string out = dir_ + "/out", err = dir_ + "/err";
-    const std::string command = "env -u CUSTOS_CONFIG " + std::string(CUSTOS_CLI) + " " + args +
-                                " >" + out + " 2>" + err + " </dev/null";
+    const std::string command =
+        "env -u CUSTOS_CONFIG -u CUSTOS_SERVER -u CUSTOS_CERT -u CUSTOS_KEY -u CUSTOS_CA " +
+        std::string(CUSTOS_CLI) + " " + args + " >" + out + " 2>" + err + " </dev/null";
     const int status = std::system(command.c_str());
     RunResult r;
     r.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;

@@ -180,6 +180,35 @@ TEST(ValidateClientConfig, NamesTheMissingSetting) {
   EXPECT_TRUE(ValidateClientConfig(c).ok());
 }
 
+TEST(ApplyEnvironment, FillsServerAndCredentialsWhenSet) {
+  ClientConfig c;
+  c.server = "file:1";
+  c.cert = "file-cert.pem";
+  c.key = "file-key.pem";
+  c.ca = "file-ca.pem";
+  c.server_name = "kept";
+  unsetenv("CUSTOS_SERVER");
+  unsetenv("CUSTOS_CERT");
+  unsetenv("CUSTOS_KEY");
+  unsetenv("CUSTOS_CA");
+  EXPECT_FALSE(ApplyEnvironment(&c));
+  EXPECT_EQ(c.server, "file:1");
+  setenv("CUSTOS_SERVER", "env:2", 1);
+  setenv("CUSTOS_CERT", "", 1);  // empty: not set
+  setenv("CUSTOS_KEY", "env-key.pem", 1);
+  setenv("CUSTOS_CA", "env-ca.pem", 1);
+  EXPECT_TRUE(ApplyEnvironment(&c));
+  unsetenv("CUSTOS_SERVER");
+  unsetenv("CUSTOS_CERT");
+  unsetenv("CUSTOS_KEY");
+  unsetenv("CUSTOS_CA");
+  EXPECT_EQ(c.server, "env:2");
+  EXPECT_EQ(c.cert, "file-cert.pem");
+  EXPECT_EQ(c.key, "env-key.pem");
+  EXPECT_EQ(c.ca, "env-ca.pem");
+  EXPECT_EQ(c.server_name, "kept");
+}
+
 TEST(ParseServerAddress, Table) {
   struct Case {
     const char* in;

@@ -65,6 +65,13 @@ struct ClientConfig {
 // a bad value is an Error (kInvalidConfig) whose message names the file and the key.
 Result<ClientConfig> LoadClientConfig(const std::string& path);
 
+// Fills settings from the environment: CUSTOS_SERVER, CUSTOS_CERT, CUSTOS_KEY
+// (the TLS private key) and CUSTOS_CA replace server, cert, key and ca when set
+// and non-empty; paths are used as written (relative to the working
+// directory). Call after LoadClientConfig and before applying flags, so that
+// flags > environment > config file. Returns whether any variable was used.
+bool ApplyEnvironment(ClientConfig* config);
+
 // Checks that the settings needed to connect are present and well-formed.
 Status ValidateClientConfig(const ClientConfig& config);
 
