@@ -195,6 +195,19 @@ using Signer = std::function<Result<Bytes>(ByteSpan data)>;
 // Converts a DER ECDSA-Sig-Value (what OpenSSL returns) into mpint r || mpint s.
 Result<Bytes> EcdsaSignatureFromDer(ByteSpan der);
 
+// For signers that take a digest rather than the message (such as
+// pkcs11::Token::Sign): what the key must sign for `data` — SHA-256 (P-256),
+// SHA-384 (P-384) or SHA-512 (RSA, PKCS#1 v1.5) of `data`, or `data` itself
+// for Ed25519.
+Bytes SigningInput(KeyType type, ByteSpan data);
+
+// Converts a signature in the form standard verifiers expect (DER
+// ECDSA-Sig-Value for ECDSA, raw bytes for RSA and Ed25519) into what a Signer
+// returns. So an HSM-backed Signer is:
+//   [&](ByteSpan d) { auto s = token.Sign(ref, alg, SigningInput(t, d));
+//                     ...; return SshSignatureFromStandard(t, *s); }
+Result<Bytes> SshSignatureFromStandard(KeyType type, ByteSpan signature);
+
 // A Signer that signs with `key` (software or HSM-backed) the way
 // SignatureAlgorithm(type) prescribes. Takes a reference on `key`.
 Result<Signer> EvpSigner(EVP_PKEY* key);

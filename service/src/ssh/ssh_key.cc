@@ -389,6 +389,37 @@ Result<Bytes> EcdsaSignatureFromDer(ByteSpan der) {
   return std::move(w).bytes();
 }
 
+Bytes SigningInput(KeyType type, ByteSpan data) {
+  const EVP_MD* md = DigestFor(type);
+  if (md == nullptr) return Bytes(data.begin(), data.end());
+  Bytes out(EVP_MD_get_size(md));
+  unsigned int len = 0;
+  if (EVP_Digest(data.data(), data.size(), out.data(), &len, md, nullptr) != 1) {
+    // Only fails when out of memory; an empty input makes the signer refuse.
+    ERR_clear_error();
+    return {};
+  }
+  out.resize(len);
+  return out;
+}
+
+Result<Bytes> SshSignatureFromStandard(KeyType type, ByteSpan signature) {
+  switch (type) {
+    case KeyType::kEcdsaP256:
+    case KeyType::kEcdsaP384:
+      return EcdsaSignatureFromDer(signature);
+    case KeyType::kEd25519:
+      if (signature.size() != 64) {
+        return Fail("ssh-signature-format", "the Ed25519 signature must be 64 bytes");
+      }
+      break;
+    case KeyType::kRsa:
+      if (signature.empty()) return Fail("ssh-signature-format", "the RSA signature is empty");
+      break;
+  }
+  return Bytes(signature.begin(), signature.end());
+}
+
 Result<Signer> EvpSigner(EVP_PKEY* key) {
   auto pub = PublicKey::FromEvp(key);
   if (!pub) return pub.error();
