@@ -97,10 +97,17 @@ TEST(AuditFailClosed, FullAuditStorageRefusesOperationsThenRecovers) {
     SignLoad load(d, "fc-sign", "fc", 2, 8);
     std::this_thread::sleep_for(300ms);
     FillUp(fs_dir + "/filler");
-    // Refused while full: UNAVAILABLE with the reason, ping still served.
-    std::this_thread::sleep_for(500ms);
+    // Refused while full: UNAVAILABLE with the reason, ping still served. A
+    // few more records may still fit in the log's last tmpfs page, so sign
+    // until the writer hits the full file system (fast on an idle machine,
+    // slower under a sanitizer).
     std::string err;
-    EXPECT_FALSE(SignOnce(d, &err));
+    bool refused = false;
+    for (int i = 0; i < 200 && !refused; ++i) {
+      refused = !SignOnce(d, &err);
+      if (!refused) std::this_thread::sleep_for(100ms);
+    }
+    EXPECT_TRUE(refused) << "still signing after the audit file system filled up";
     EXPECT_NE(err.find("audit log unavailable"), std::string::npos) << err;
     EXPECT_NE(err.find("refusing to act unrecorded"), std::string::npos) << err;
     auto create = d.Custos(

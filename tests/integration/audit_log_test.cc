@@ -37,7 +37,13 @@ class AuditLog : public ::testing::Test {
     }
     SignLoad load(d_->client_conf("builder"), "rel", 3, 8);
     load.Start();
+    // Enough signatures to span several checkpoints (every 40 records); on a
+    // slow (sanitizer, shared) machine that takes longer than 1.5 s.
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(60);
     std::this_thread::sleep_for(std::chrono::milliseconds(1500));
+    while (load.signed_digests().size() <= 150 && std::chrono::steady_clock::now() < deadline) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(200));
+    }
     load.Stop();
     signed_ = new std::vector<std::string>(load.signed_digests());
     ASSERT_GT(signed_->size(), 100u);

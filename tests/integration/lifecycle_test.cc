@@ -217,11 +217,14 @@ TEST_F(Lifecycle, MarkCompromised) {
 }
 
 TEST_F(Lifecycle, ExpiredVersionRefusesToSign) {
-  Create("short", {"--expires", "3s"});
-  Create("long", {"--expires", "365d"});
-  Create("forever");
+  // 10 s: long enough for the first signature even on a slow sanitizer
+  // build; the test then waits until it has surely passed.
+  const auto created = std::chrono::steady_clock::now();
+  Create("short", {"--expires", "10s"});
   CommandResult first = Sign("short", "short.sig");
   EXPECT_EQ(first.exit_code, 0) << first.err;
+  Create("long", {"--expires", "365d"});
+  Create("forever");
 
   // --expiring 30d: "short" (expiring soon), not "long" or "forever".
   CommandResult soon = Admin({"keys", "list", "--expiring", "30d"});
@@ -234,7 +237,7 @@ TEST_F(Lifecycle, ExpiredVersionRefusesToSign) {
   EXPECT_NE(year.out.find("\"name\":\"long\""), std::string::npos) << year.out;
   EXPECT_EQ(year.out.find("\"name\":\"forever\""), std::string::npos) << year.out;
 
-  std::this_thread::sleep_for(4s);
+  std::this_thread::sleep_until(created + 11s);
   CommandResult late = Sign("short", "late.sig");
   ExpectPrecondition(late, {"key short@1 expired at 20", "Z"});
   // Still listed (already expired), marked expired.
