@@ -239,6 +239,12 @@ class Compiler {
                                                 CertSubjectRules& out) const;
   std::optional<ParseError> CompileCaSettings(const pb::PolicyFile& file,
                                               internal::CompiledPolicy& impl);
+  std::optional<ParseError> CompileSshProfiles(const pb::PolicyFile& file,
+                                               internal::CompiledPolicy& impl);
+  std::optional<ParseError> CompileSshProfile(const pb::SshProfile& profile,
+                                              const ParseInfoTree* tree, Position at,
+                                              SshProfile& out,
+                                              std::vector<std::uint32_t>& roles) const;
 
   // Resolves the role names of repeated field `field` in `tree` to ids
   // (sorted, without duplicates); `what` names the owner in messages
@@ -301,6 +307,7 @@ std::optional<ParseError> Compiler::Compile(const pb::PolicyFile& file,
   if (auto error = CompileQuorumRules(file, impl)) return error;
   if (auto error = CompileAdminRules(file, impl)) return error;
   if (auto error = CompileProfiles(file, impl)) return error;
+  if (auto error = CompileSshProfiles(file, impl)) return error;
   return CompileCaSettings(file, impl);
 }
 
@@ -772,15 +779,18 @@ std::optional<ParseError> Compiler::CompileQuorumRules(const pb::PolicyFile& fil
       for (int j = 0; j < rule.profiles_size(); ++j) {
         const std::string& pattern = rule.profiles(j);
         // CA operations are judged as the pseudo-profiles "ca:root",
-        // "ca:intermediate" and "ca:revoke" (docs/policy.md).
+        // "ca:intermediate" and "ca:revoke", SSH profiles as "ssh:<name>"
+        // (docs/policy.md).
         const std::string_view name_part =
-            pattern.rfind("ca:", 0) == 0 ? std::string_view(pattern).substr(3) : pattern;
+            pattern.rfind("ca:", 0) == 0    ? std::string_view(pattern).substr(3)
+            : pattern.rfind("ssh:", 0) == 0 ? std::string_view(pattern).substr(4)
+                                            : std::string_view(pattern);
         if (!IsValidKeyPattern(name_part)) {
           return ErrorAt(Locate(tree, profiles_field, j),
                          what + " profile pattern " + Quoted(pattern) +
                              " can never match: profile names use only [a-z0-9._-] (CA "
-                             "operations: \"ca:root\", \"ca:intermediate\", \"ca:revoke\"), "
-                             "with '*' and '?' as wildcards");
+                             "operations: \"ca:root\", \"ca:intermediate\", \"ca:revoke\"; "
+                             "SSH profiles: \"ssh:<name>\"), with '*' and '?' as wildcards");
         }
         compiled.profiles.push_back(pattern);
       }
@@ -1406,6 +1416,214 @@ std::optional<ParseError> Compiler::CompileCaSettings(const pb::PolicyFile& file
             " s), or every CRL would be re-signed at once");
   }
   impl.ca_settings = out;
+  return std::nullopt;
+}
+
+// SSH principal patterns: printable ASCII without space, '"', '\\' or ','
+// (OpenSSH joins principals with commas in authorized_principals and in
+// ssh-keygen -n).
+bool IsValidSshPrincipalPattern(std::string_view pattern) {
+  return !pattern.empty() && pattern.size() <= 256 &&
+         std::all_of(
+             pattern.begin(), pattern.end(),
+             [](char c) { return c > ' ' && c < 0x7f && c != ',' && c != '"' && c != '\\'; }) &&
+         SshPrincipalPatternIsWellFormed(pattern);
+}
+
+bool IsSshExtensionName(std::string_view name) {
+  return std::find(std::begin(kSshExtensionNames), std::end(kSshExtensionNames), name) !=
+         std::end(kSshExtensionNames);
+}
+
+std::string SshExtensionNames() {
+  std::string out;
+  for (auto name : kSshExtensionNames) {
+    if (!out.empty()) out += ", ";
+    out += name;
+  }
+  return out;
+}
+
+std::optional<ParseError> Compiler::CompileSshProfiles(const pb::PolicyFile& file,
+                                                       internal::CompiledPolicy& impl) {
+  const FieldDescriptor* profile_field =
+      pb::PolicyFile::descriptor()->FindFieldByName("ssh_profile");
+  const FieldDescriptor* name_field = pb::SshProfile::descriptor()->FindFieldByName("name");
+  std::unordered_map<std::string_view, int> first_index;  // views into `file`
+  for (int i = 0; i < file.ssh_profile_size(); ++i) {
+    const pb::SshProfile& profile = file.ssh_profile(i);
+    const ParseInfoTree* tree = tree_.GetTreeForNested(profile_field, i);
+    const Position at = Locate(&tree_, profile_field, i);
+    if (profile.name().empty()) return ErrorAt(at, "ssh_profile has no name");
+    const Position name_at = Locate(tree, name_field, -1);
+    if (!IsValidName(profile.name())) {
+      return ErrorAt(name_at, "ssh_profile name " + Quoted(profile.name()) +
+                                  " is not valid: use 1 to 64 characters from [a-z0-9._-], "
+                                  "starting with a letter or digit");
+    }
+    if (auto [it, inserted] = first_index.emplace(profile.name(), i); !inserted) {
+      const Position first =
+          Locate(tree_.GetTreeForNested(profile_field, it->second), name_field, -1);
+      return ErrorAt(name_at, "duplicate ssh_profile name " + Quoted(profile.name()) +
+                                  " (first defined at line " + std::to_string(first.line) + ")");
+    }
+    SshProfile compiled;
+    std::vector<std::uint32_t> roles;
+    if (auto error = CompileSshProfile(profile, tree, at, compiled, roles)) return error;
+    impl.ssh_profiles.push_back(std::move(compiled));
+    impl.ssh_profile_roles.push_back(std::move(roles));
+  }
+  return std::nullopt;
+}
+
+std::optional<ParseError> Compiler::CompileSshProfile(const pb::SshProfile& profile,
+                                                      const ParseInfoTree* tree, Position at,
+                                                      SshProfile& out,
+                                                      std::vector<std::uint32_t>& roles) const {
+  const Descriptor* d = pb::SshProfile::descriptor();
+  auto field = [&](const char* name) { return d->FindFieldByName(name); };
+  auto at_field = [&](const char* name) {
+    const Position pos = Locate(tree, field(name), -1);
+    return pos.line > 0 ? pos : at;
+  };
+  const std::string what = "ssh_profile " + Quoted(profile.name());
+  out.name = profile.name();
+
+  if (profile.keys().empty()) {
+    return ErrorAt(at, what + " names no keys (globs of the ssh-ca keys that sign under it)");
+  }
+  for (int j = 0; j < profile.keys_size(); ++j) {
+    const std::string& pattern = profile.keys(j);
+    if (!IsValidKeyPattern(pattern)) {
+      return ErrorAt(Locate(tree, field("keys"), j),
+                     what + " key pattern " + Quoted(pattern) +
+                         " can never match: key names use only [a-z0-9._-], with '*' and '?' "
+                         "as wildcards");
+    }
+    out.keys.push_back(pattern);
+  }
+
+  if (profile.roles().empty()) {
+    return ErrorAt(at, what + " names no roles (the roles that may sign under it)");
+  }
+  if (auto error = ResolveRoles(profile.roles(), tree, field("roles"), what, roles)) return error;
+  for (auto role : roles) out.roles.push_back((*impl_roles_)[role]);
+
+  if (profile.cert_types().empty()) {
+    return ErrorAt(at, what + " lists no cert_types (USER, HOST or both)");
+  }
+  for (int j = 0; j < profile.cert_types_size(); ++j) {
+    switch (profile.cert_types(j)) {
+      case pb::SshProfile::USER:
+        out.user = true;
+        break;
+      case pb::SshProfile::HOST:
+        out.host = true;
+        break;
+      default:
+        return ErrorAt(Locate(tree, field("cert_types"), j),
+                       what + " cert_types must be USER or HOST");
+    }
+  }
+
+  if (profile.principals().empty()) {
+    return ErrorAt(at, what +
+                           " lists no principals (patterns the certificate's user or host "
+                           "names must match, e.g. \"[a-z]*\" or \"*.dev.example\")");
+  }
+  for (int j = 0; j < profile.principals_size(); ++j) {
+    const std::string& pattern = profile.principals(j);
+    if (!IsValidSshPrincipalPattern(pattern)) {
+      return ErrorAt(Locate(tree, field("principals"), j),
+                     what + " principal pattern " + Quoted(pattern) +
+                         " is not valid: use 1 to 256 printable characters without space, "
+                         "comma, quote or backslash, and close every '[' class");
+    }
+    out.principals.push_back(pattern);
+  }
+
+  if (profile.max_principals() != 0) {
+    if (profile.max_principals() > kSshMaxPrincipalsBound) {
+      return ErrorAt(at_field("max_principals"),
+                     what + " max_principals " + std::to_string(profile.max_principals()) +
+                         " is more than " + std::to_string(kSshMaxPrincipalsBound));
+    }
+    out.max_principals = profile.max_principals();
+  }
+
+  if (profile.max_validity().empty()) {
+    return ErrorAt(at, what + " has no max_validity (e.g. max_validity: \"24h\")");
+  }
+  if (!ParsePolicyDuration(profile.max_validity(), &out.max_validity)) {
+    return ErrorAt(at_field("max_validity"),
+                   what + " " + DurationError("max_validity", profile.max_validity()));
+  }
+  if (out.max_validity.count() <= 0) {
+    return ErrorAt(at_field("max_validity"), what + " max_validity must be more than 0");
+  }
+  if (profile.default_validity().empty()) {
+    out.default_validity = out.max_validity;
+  } else {
+    if (!ParsePolicyDuration(profile.default_validity(), &out.default_validity)) {
+      return ErrorAt(at_field("default_validity"),
+                     what + " " + DurationError("default_validity", profile.default_validity()));
+    }
+    if (out.default_validity.count() <= 0) {
+      return ErrorAt(at_field("default_validity"), what + " default_validity must be more than 0");
+    }
+    if (out.default_validity > out.max_validity) {
+      return ErrorAt(at_field("default_validity"),
+                     what + " default_validity " + Quoted(profile.default_validity()) +
+                         " is longer than max_validity " + Quoted(profile.max_validity()));
+    }
+  }
+
+  auto extensions = [&](const char* name,
+                        const google::protobuf::RepeatedPtrField<std::string>& names,
+                        std::vector<std::string>& list) -> std::optional<ParseError> {
+    for (int j = 0; j < names.size(); ++j) {
+      const Position pos = Locate(tree, field(name), j);
+      if (!IsSshExtensionName(names[j])) {
+        return ErrorAt(pos, what + " " + name + " names unknown extension " + Quoted(names[j]) +
+                                " (known: " + SshExtensionNames() + ")");
+      }
+      if (std::find(list.begin(), list.end(), names[j]) != list.end()) {
+        return ErrorAt(pos, what + " " + name + " lists " + Quoted(names[j]) + " twice");
+      }
+      if (!out.user) {
+        return ErrorAt(pos, what + " " + name +
+                                ": extensions apply to user certificates, and the profile has "
+                                "no USER cert_type");
+      }
+      list.push_back(names[j]);
+    }
+    return std::nullopt;
+  };
+  if (auto error =
+          extensions("allowed_extensions", profile.allowed_extensions(), out.allowed_extensions)) {
+    return error;
+  }
+  if (auto error =
+          extensions("default_extensions", profile.default_extensions(), out.default_extensions)) {
+    return error;
+  }
+  for (std::size_t j = 0; j < out.default_extensions.size(); ++j) {
+    if (std::find(out.allowed_extensions.begin(), out.allowed_extensions.end(),
+                  out.default_extensions[j]) == out.allowed_extensions.end()) {
+      return ErrorAt(Locate(tree, field("default_extensions"), static_cast<int>(j)),
+                     what + " default extension " + Quoted(out.default_extensions[j]) +
+                         " is not in allowed_extensions");
+    }
+  }
+  out.allow_force_command = profile.allow_force_command();
+  out.allow_source_address = profile.allow_source_address();
+  if ((out.allow_force_command || out.allow_source_address) && !out.user) {
+    return ErrorAt(
+        at_field(out.allow_force_command ? "allow_force_command" : "allow_source_address"),
+        what +
+            ": force-command and source-address apply to user certificates, and "
+            "the profile has no USER cert_type");
+  }
   return std::nullopt;
 }
 

@@ -12,6 +12,7 @@
 #include "custos/policy/policy.h"
 #include "custos/policy/profile.h"
 #include "custos/policy/quorum.h"
+#include "custos/policy/ssh_profile.h"
 #include "custos/policy/v1/policy.pb.h"
 
 namespace custos::policy {
@@ -86,6 +87,9 @@ struct CompiledPolicy {
   std::vector<CertProfile> profiles;                      // file order
   std::vector<std::vector<std::uint32_t>> profile_roles;  // per profile: role ids
   CaSettings ca_settings;
+
+  std::vector<SshProfile> ssh_profiles;                       // file order
+  std::vector<std::vector<std::uint32_t>> ssh_profile_roles;  // per ssh profile: role ids
 
   // The file as parsed, for DiffPolicies.
   ::custos::policy::v1::PolicyFile file;

@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "custos/policy/profile.h"
+#include "custos/policy/ssh_profile.h"
 
 namespace custos::policy {
 
@@ -98,6 +99,17 @@ class Policy {
   const CertProfile* FindProfile(std::string_view name) const;
   // The CA back-end settings (defaults when the file has no ca_settings).
   const CaSettings& ca_settings() const;
+  // Default deny for an OpenSSH certificate signed by an ssh-ca key: allowed
+  // when a profile names the key and the kind, the principal is bound to one
+  // of its roles, and the request stays within it (principals, their count,
+  // validity, extensions, critical options). On refusal the rule is
+  // "ssh-profile:<name>:<check>" (check: roles, key, cert_types, principals,
+  // max_principals, max_validity, extensions, force_command, source_address),
+  // or "default-deny" when no profile applies. On success fills `grant`
+  // (validity and extensions with the defaults applied).
+  Decision CheckSshCertificate(const SshCertRequest& request, SshCertGrant* grant) const;
+  // The SSH certificate profiles, in file order.
+  const std::vector<SshProfile>& ssh_profiles() const;
   // The roles bound to a principal, for logs and `custos policy show`.
   std::vector<std::string> RolesOf(std::string_view principal) const;
   // The policy's own version number (from the file).
