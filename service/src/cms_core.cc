@@ -420,6 +420,36 @@ void SigningCore::HandleSignCms(std::string_view principal, const v1::Request& r
               "the stored certificate of " + VersionKey(kc.key, version) + " " + error);
     return;
   }
+  // A signature under a certificate that is no longer valid would only be
+  // refused by every verifier: say so now.
+  {
+    time_t now_t = static_cast<time_t>(Now());
+    if (X509_cmp_time(X509_get0_notAfter(cert.get()), &now_t) < 0) {
+      SetStatus(status, v1::FAILED_PRECONDITION,
+                "the certificate of " + VersionKey(kc.key, version) + " expired on " +
+                    FormatUtcSeconds(NotAfter(cert.get())) + ": run `custos keys certify " +
+                    kc.key + " --profile code-signing` (or attach a new one)");
+      return;
+    }
+  }
+  if (kc.source == "custos") {
+    CertificateQuery q;
+    q.serial = SerialHex(cert.get());
+    auto rows = store_->ListCertificates(q);
+    if (!rows) {
+      SetStatus(status, v1::INTERNAL, rows.error());
+      return;
+    }
+    for (const auto& row : rows.value()) {
+      if (row.der == kc.cert_der && row.state != "valid") {
+        SetStatus(status, v1::FAILED_PRECONDITION,
+                  "the certificate of " + VersionKey(kc.key, version) + " (serial " + row.serial +
+                      ") is " + row.state + (row.reason.empty() ? "" : " (" + row.reason + ")") +
+                      ": certify the key again before signing with it");
+        return;
+      }
+    }
+  }
   std::vector<X509Ptr> chain;
   if (!req.no_chain()) {
     for (const auto& der : kc.chain) {

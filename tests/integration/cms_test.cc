@@ -67,6 +67,8 @@ class Cms : public ::testing::Test {
                                                           {"cms-p384", "ec-p384"},
                                                           {"cms-bare", "ec-p256"},
                                                           {"cms-imported", "ec-p256"},
+                                                          {"cms-ed", "ed25519"},
+                                                          {"cms-revoked", "ec-p256"},
                                                           {"release-cms", "ec-p256"}}) {
       CommandResult r = deployment_->Custos(
           "admin", {"keys", "create", name, "--type", type, "--usage", "code-signing"});
@@ -397,6 +399,45 @@ TEST_F(Cms, CertifyRefusals) {
   CommandResult s = deployment_->Custos(
       "builder", {"sign", "--format", "cms", "--key", "cms-bare", "--in", artifact});
   EXPECT_TRUE(Contains(s.err, "has no certificate")) << Dump(s);
+}
+
+// Ed25519 keys sign raw and SSHSIG, not CMS: refused in words, both ways.
+TEST_F(Cms, Ed25519IsRefusedClearly) {
+  CommandResult c =
+      deployment_->Custos("admin", {"keys", "certify", "cms-ed", "--profile", "code-signing"});
+  EXPECT_EQ(c.exit_code, 4) << Dump(c);
+  EXPECT_TRUE(Contains(c.err, "is ed25519: custosd makes CMS signatures with RSA and EC keys only"))
+      << c.err;
+  const std::string artifact = File("ed.bin");
+  WriteFile(artifact, "ed\n");
+  CommandResult s = deployment_->Custos(
+      "builder", {"sign", "--format", "cms", "--key", "cms-ed", "--in", artifact});
+  EXPECT_EQ(s.exit_code, 4) << Dump(s);
+  EXPECT_TRUE(Contains(s.err, "is ed25519: custosd makes CMS signatures with RSA and EC keys only"))
+      << s.err;
+}
+
+// A revoked certificate (keyCompromise) signs nothing more.
+TEST_F(Cms, RevokedCertificateSignsNothing) {
+  CommandResult c = deployment_->Custos(
+      "admin", {"keys", "certify", "cms-revoked", "--profile", "code-signing", "--json"});
+  ASSERT_EQ(c.exit_code, 0) << Dump(c);
+  std::smatch m;
+  static const std::regex kSerial("\"serial\":\"([0-9a-f]+)\"");
+  ASSERT_TRUE(std::regex_search(c.out, m, kSerial)) << c.out;
+  const std::string serial = m[1].str();
+  const std::string artifact = File("revoked.bin");
+  WriteFile(artifact, "revoked\n");
+  CommandResult ok = deployment_->Custos(
+      "builder", {"sign", "--format", "cms", "--key", "cms-revoked", "--in", artifact});
+  ASSERT_EQ(ok.exit_code, 0) << Dump(ok);
+  CommandResult r =
+      deployment_->Custos("admin", {"cert", "revoke", serial, "--reason", "keyCompromise"});
+  ASSERT_EQ(r.exit_code, 0) << Dump(r);
+  CommandResult s = deployment_->Custos(
+      "builder", {"sign", "--format", "cms", "--key", "cms-revoked", "--in", artifact});
+  EXPECT_EQ(s.exit_code, 4) << Dump(s);
+  EXPECT_TRUE(Contains(s.err, "(serial " + serial + ") is revoked (keyCompromise)")) << s.err;
 }
 
 }  // namespace
