@@ -141,7 +141,7 @@ void AddItem(Items& items, std::string key, Item item) {
 
 struct Kinds {
   Items roles, bindings, key_rules, officers, quorum_rules, admin_rules, settings, profiles,
-      ca_settings;
+      ca_settings, ssh_profiles;
 };
 
 std::string Seconds(std::chrono::seconds s) { return std::to_string(s.count()) + "s"; }
@@ -181,6 +181,24 @@ Item DescribeProfile(const CertProfile& p) {
                {"csr_extension_allowlist", "[" + Join(p.csr_extension_allowlist) + "]"},
                {"public_tls", p.public_tls ? "true" : "false"}},
               "ca: " + p.ca + ", roles: [" + Join(p.roles) + "]" + (p.is_ca ? ", CA" : "")};
+}
+
+// An ssh profile as attribute/value pairs, from its compiled form.
+Item DescribeSshProfile(const SshProfile& p) {
+  std::string types = p.user ? "USER" : "";
+  if (p.host) types += types.empty() ? "HOST" : ", HOST";
+  return Item{{{"keys", "[" + Join(p.keys) + "]"},
+               {"roles", "[" + Join(p.roles) + "]"},
+               {"cert_types", "[" + types + "]"},
+               {"principals", "[" + Join(p.principals) + "]"},
+               {"max_principals", std::to_string(p.max_principals)},
+               {"max_validity", Seconds(p.max_validity)},
+               {"default_validity", Seconds(p.default_validity)},
+               {"allowed_extensions", "[" + Join(p.allowed_extensions) + "]"},
+               {"default_extensions", "[" + Join(p.default_extensions) + "]"},
+               {"allow_force_command", p.allow_force_command ? "true" : "false"},
+               {"allow_source_address", p.allow_source_address ? "true" : "false"}},
+              "keys: [" + Join(p.keys) + "], roles: [" + Join(p.roles) + "], " + types};
 }
 
 Kinds Describe(const Impl& impl) {
@@ -243,6 +261,9 @@ Kinds Describe(const Impl& impl) {
                 {"max_statement_skew_seconds", std::to_string(impl.max_statement_skew.count())}},
                ""});
   for (const CertProfile& p : impl.profiles) AddItem(k.profiles, p.name, DescribeProfile(p));
+  for (const SshProfile& p : impl.ssh_profiles) {
+    AddItem(k.ssh_profiles, p.name, DescribeSshProfile(p));
+  }
   AddItem(k.ca_settings, "",
           Item{{{"crl_validity", Seconds(impl.ca_settings.crl_validity)},
                 {"crl_resign_before", Seconds(impl.ca_settings.crl_resign_before)}},
@@ -466,6 +487,7 @@ std::vector<std::string> DiffPolicies(const Policy& current, const Policy& propo
   DiffItems("admin_rule", a.admin_rules, b.admin_rules, out);
   DiffItems("profile", a.profiles, b.profiles, out);
   DiffItems("ca_settings", a.ca_settings, b.ca_settings, out);
+  DiffItems("ssh_profile", a.ssh_profiles, b.ssh_profiles, out);
   if (!out.empty() && current.version() != proposed.version()) {
     out.insert(out.begin(), "version: " + std::to_string(current.version()) + " -> " +
                                 std::to_string(proposed.version()));
