@@ -204,6 +204,11 @@ void SigningCore::HandleSsh(std::string_view principal, const v1::Request& reque
         return;
       }
       const std::uint32_t version = ref->version ? *ref->version : key->active_version;
+      if (version != 0 && key->versions.count(version) == 0) {
+        SetStatus(status, v1::NOT_FOUND,
+                  "key " + key->name + " has no version " + std::to_string(version));
+        return;
+      }
       if (auto refusal = SignRefusal(key->name, key->states, version, Now())) {
         SetStatus(status, v1::FAILED_PRECONDITION, std::move(*refusal));
         return;

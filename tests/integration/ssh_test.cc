@@ -416,6 +416,10 @@ TEST_F(SshTest, RefusalsNameTheRule) {
   ExpectRefused(Custos("issuer", {"ssh", "sign", "--key", kSigner, "--pubkey", id + ".pub",
                                   "--principals", "alice"}),
                 {"usage code-signing", "key-usage"});
+  // A version the CA key does not have.
+  ExpectRefused(Custos("issuer", {"ssh", "sign", "--key", std::string(kCa) + "@99", "--pubkey",
+                                  id + ".pub", "--principals", "alice"}),
+                {"NOT_FOUND", "has no version 99"});
   // The CA key does not certify itself.
   ExpectRefused(Custos("issuer", {"ssh", "sign", "--key", kCa, "--pubkey", File("ca.pub"),
                                   "--principals", "alice"}),
