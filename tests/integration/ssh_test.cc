@@ -170,6 +170,13 @@ TEST_F(SshTest, UserCertificateShownBySshKeygen) {
                         "/usr/bin/id", "--source-address", "127.0.0.1/32", "--json"});
   ASSERT_EQ(r.exit_code, 0) << Dump(r);
   EXPECT_TRUE(Contains(r.out, "\"key_id\":\"spiffe://dev.custos.test/issuer:")) << r.out;
+  // The audit record names the CA key version, the serial and the key id.
+  std::smatch serial;
+  ASSERT_TRUE(std::regex_search(r.out, serial, std::regex("\"serial\":\"([0-9]+)\""))) << r.out;
+  const std::string audit = ReadFile(deployment_->dir() + "/state/audit.log");
+  EXPECT_TRUE(Contains(audit, std::string(kCa) + "@1 ssh-serial:" + serial[1].str() +
+                                  " key-id:spiffe://dev.custos.test/issuer:" + serial[1].str()))
+      << audit.substr(audit.size() > 3000 ? audit.size() - 3000 : 0);
   CommandResult shown = Exec({"ssh-keygen", "-L", "-f", id + "-cert.pub"});
   ASSERT_EQ(shown.exit_code, 0) << Dump(shown);
   const std::string& t = shown.out;
