@@ -186,6 +186,20 @@ TEST_F(Cms, SignedAttributesContentTypeMessageDigestSigningTime) {
   EXPECT_TRUE(Contains(p.out, "UTCTIME:")) << p.out;
   EXPECT_TRUE(Contains(p.out, "algorithm: ecdsa-with-SHA256")) << p.out;
 
+  // GnuTLS, a second verifier nobody here wrote: signature, chain to the root,
+  // the codeSigning purpose, and the signing time it read.
+  CommandResult g =
+      Exec({"certtool", "--p7-verify", "--inder", "--infile", artifact + ".p7s", "--load-data",
+            artifact, "--load-ca-certificate", Root(), "--verify-purpose", "1.3.6.1.5.5.7.3.3"});
+  EXPECT_EQ(g.exit_code, 0) << Dump(g);
+  EXPECT_TRUE(Contains(g.out + g.err, "Signature status: ok")) << Dump(g);
+  EXPECT_TRUE(Contains(g.out + g.err, "Signing time:")) << Dump(g);
+  WriteFile(File("attrs-modified.bin"), "attributes!\n");
+  CommandResult gbad = Exec({"certtool", "--p7-verify", "--inder", "--infile", artifact + ".p7s",
+                             "--load-data", File("attrs-modified.bin"), "--load-ca-certificate",
+                             Root(), "--verify-purpose", "1.3.6.1.5.5.7.3.3"});
+  EXPECT_NE(gbad.exit_code, 0) << Dump(gbad);
+
   CommandResult a = Exec({"openssl", "asn1parse", "-inform", "DER", "-in", artifact + ".p7s"});
   ASSERT_EQ(a.exit_code, 0) << Dump(a);
   const std::size_t at = a.out.find(":messageDigest");
