@@ -530,5 +530,46 @@ TEST_F(SshTest, CustosDashYSignWritesWhatSshKeygenVerifies) {
   EXPECT_TRUE(Contains(other.err, "is not the key in")) << Dump(other);
 }
 
+// An ssh profile under a CERT_ISSUE quorum rule ("ssh:<name>") is refused
+// naming the rule, never signed without the officers; other profiles still sign.
+TEST(SshQuorum, ProfileUnderQuorumIsRefusedNamingTheRule) {
+  Deployment d;
+  std::string policy = ReadFile(d.dir() + "/policy.txtpb");
+  policy +=
+      "\n# Added by ssh_test.\nquorum_rule {\n  name: \"ssh-host-certs\"\n  operation: CERT_ISSUE\n"
+      "  profiles: \"ssh:ssh-host\"\n  group: \"officers\"\n  threshold: 2\n}\n";
+  WriteFile(d.dir() + "/policy.txtpb", policy);
+  ASSERT_TRUE(d.Start()) << d.log();
+  CommandResult create =
+      d.Custos("admin", {"keys", "create", "q-ssh-ca", "--type", "ed25519", "--usage", "ssh-ca"});
+  ASSERT_EQ(create.exit_code, 6) << Dump(create);
+  const std::string id = RequestIdIn(create);
+  for (const char* officer : {"alice", "bob"}) {
+    ASSERT_EQ(d.Officer(officer, {"approve", id, "--yes"}).exit_code, 0) << officer;
+  }
+  ASSERT_EQ(d.Custos("admin", {"request", "wait", id, "--timeout", "60s"}).exit_code, 0);
+  TempDir work;
+  const std::string key = work.path() + "/host";
+  ASSERT_EQ(Exec({"ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", key}).exit_code, 0);
+  CommandResult host =
+      d.Custos("admin", {"ssh", "sign", "--key", "q-ssh-ca", "--pubkey", key + ".pub", "--type",
+                         "host", "--principals", "localhost"});
+  EXPECT_EQ(host.exit_code, 4) << Dump(host);
+  EXPECT_TRUE(Contains(host.err, "FAILED_PRECONDITION")) << Dump(host);
+  EXPECT_TRUE(Contains(host.err, "quorum rule ssh-host-certs")) << Dump(host);
+  EXPECT_TRUE(Contains(host.err, "(policy rule ssh-host-certs)")) << Dump(host);
+  EXPECT_FALSE(Contains(ReadFile(work.path() + "/host-cert.pub"), "cert-v01")) << "signed anyway";
+  // Nothing recorded.
+  CommandResult list = d.Custos("admin", {"ssh", "list", "--json"});
+  ASSERT_EQ(list.exit_code, 0) << Dump(list);
+  EXPECT_EQ(list.out, "[]\n");
+  // User certificates (ssh-user, not under quorum) sign with the same Ed25519 CA key.
+  CommandResult user = d.Custos("admin", {"ssh", "sign", "--key", "q-ssh-ca", "--pubkey",
+                                          key + ".pub", "--principals", "alice"});
+  ASSERT_EQ(user.exit_code, 0) << Dump(user);
+  CommandResult shown = Exec({"ssh-keygen", "-L", "-f", key + "-cert.pub"});
+  EXPECT_TRUE(Contains(shown.out, "Signing CA: ED25519")) << Dump(shown);
+}
+
 }  // namespace
 }  // namespace custos::testing
