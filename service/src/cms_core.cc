@@ -347,6 +347,18 @@ void SigningCore::HandleSignCms(std::string_view principal, const v1::Request& r
   Resolved r;
   if (!Resolve(principal, Operation::kSign, req.key(), pkcs11::SignAlgorithmName(alg), &r,
                status)) {
+    // A refusal names the algorithm, which would tell a principal refused
+    // everywhere the key's type: answer as for a missing key instead.
+    if (status->code() == v1::PERMISSION_DENIED && alg != pkcs11::SignAlgorithm::kEcdsaP256Sha256) {
+      Resolved ignored;
+      v1::Status neutral;
+      if (!Resolve(principal, Operation::kSign, req.key(),
+                   pkcs11::SignAlgorithmName(pkcs11::SignAlgorithm::kEcdsaP256Sha256), &ignored,
+                   &neutral) &&
+          neutral.code() == v1::PERMISSION_DENIED) {
+        *status = std::move(neutral);
+      }
+    }
     return;
   }
   if (r.key->type == pkcs11::KeyType::kEd25519) {

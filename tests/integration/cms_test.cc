@@ -454,5 +454,29 @@ TEST_F(Cms, RevokedCertificateSignsNothing) {
   EXPECT_TRUE(Contains(s.err, "(serial " + serial + ") is revoked (keyCompromise)")) << s.err;
 }
 
+// Probing: a principal no rule lets sign (issuer) gets the same refusal for
+// an RSA key, a P-256 key and a key that does not exist.
+TEST_F(Cms, RefusalDoesNotRevealWhetherOrWhatKeyExists) {
+  auto c = Connect("issuer");
+  ASSERT_NE(c, nullptr);
+  auto refusal = [&](const std::string& key) {
+    v1::Request req;
+    req.mutable_sign_cms()->set_key(key);
+    req.mutable_sign_cms()->set_digest_algorithm("sha256");
+    req.mutable_sign_cms()->set_digest(std::string(32, 'x'));
+    auto resp = c->Call(req);
+    EXPECT_TRUE(resp.ok());
+    if (!resp.ok()) return std::string();
+    EXPECT_EQ(resp->status().code(), v1::PERMISSION_DENIED) << resp->status().message();
+    std::string text = resp->status().message() + " / " + resp->status().policy_rule();
+    const std::size_t at = text.find(key);
+    if (at != std::string::npos) text.replace(at, key.size(), "KEY");
+    return text;
+  };
+  const std::string missing = refusal("cms-nonexistent");
+  EXPECT_EQ(refusal("cms-rsa"), missing);
+  EXPECT_EQ(refusal("cms-ec"), missing);
+}
+
 }  // namespace
 }  // namespace custos::testing
