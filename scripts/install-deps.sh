@@ -15,6 +15,7 @@ PACKAGES=(
   libsqlite3-dev
   libgtest-dev libgmock-dev
   tmux  # the officer console test drives custos-officer in a real terminal
+  openssh-client openssh-server git  # ssh_test: ssh-keygen -L/-Y, an sshd login, git commit -S
 )
 
 missing=()

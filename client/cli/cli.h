@@ -194,6 +194,12 @@ struct Invocation {
   // sign with many files (multi_sign.cc): --files-from LIST, --out-dir DIR,
   // --manifest OUT.
   std::string files_from, out_dir, manifest;
+  // Code signing (docs/codesigning.md): sign/keys pubkey --format, sign
+  // --namespace (sshsig), --no-chain (cms); ssh sign options.
+  std::string format, sig_namespace;
+  bool no_chain = false;
+  std::string principals, key_id, force_command, source_address;
+  std::vector<std::string> extensions;  // ssh sign --extension NAME (repeatable)
   // Whether connection settings were given at all (config, env or flags).
   bool configured = false;
 
@@ -230,6 +236,20 @@ std::optional<Failure> Ping(Invocation& inv);
 // `custos audit checkpoint [--out FILE]` (audit_commands.cc).
 std::optional<Failure> AuditCheckpoint(Invocation& inv);
 
+// --- CMS signatures and key certificates (cms_commands.cc) ---
+std::optional<Failure> SignCms(Invocation& inv);
+std::optional<Failure> KeysCertify(Invocation& inv);
+std::optional<Failure> KeysAttachCert(Invocation& inv);
+
+// --- SSH certificates and SSHSIG (ssh_commands.cc) ---
+std::optional<Failure> SshSign(Invocation& inv);
+std::optional<Failure> SshCaPubkey(Invocation& inv);
+std::optional<Failure> SshList(Invocation& inv);
+std::optional<Failure> SignSshsig(Invocation& inv);
+// `custos -Y sign|verify|...`: the ssh-keygen subset git calls through
+// gpg.ssh.program; returns the process exit code.
+int SshKeygenCompat(const std::vector<std::string>& args);
+
 // --- Key lifecycle (lifecycle_commands.cc) ---
 
 // A key as JSON (`--json` output of keys list/show/create/rotate/...).
@@ -244,6 +264,10 @@ std::optional<Failure> KeysStateChange(Invocation& inv, std::string_view action)
 
 // --- Quorum requests (request_commands.cc) ---
 
+// Sends a sign request. A request held for quorum approval is reported (exit
+// 6) when wait_seconds is 0, else waited for; *result is the signature.
+std::optional<Failure> CallSign(Invocation& inv, custos::v1::Request request,
+                                std::uint64_t wait_seconds, custos::v1::SignResponse* result);
 // Writes a sign result: the signature to inv.out and the usual line or JSON.
 std::optional<Failure> FinishSign(Invocation& inv, const custos::v1::SignResponse& result);
 // Reports a request held for approval on stdout: JSON (inv.json) or

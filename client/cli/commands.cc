@@ -282,11 +282,30 @@ std::optional<Failure> KeysShow(Invocation& inv) {
 }
 
 std::optional<Failure> KeysPubkey(Invocation& inv) {
-  if (auto f = NeedArgs(inv, 1, "custos keys pubkey NAME[@V] [--out FILE]")) return f;
+  if (auto f = NeedArgs(inv, 1, "custos keys pubkey NAME[@V] [--format pem|ssh] [--out FILE]")) {
+    return f;
+  }
+  if (!inv.format.empty() && inv.format != "pem" && inv.format != "ssh") {
+    return Failure{kExitUsage, "--format must be pem or ssh (see custos --help)"};
+  }
   v1::Request req;
   req.mutable_get_public_key()->set_key(inv.args[0]);
   v1::Response resp;
   if (auto f = inv.Call(req, &resp)) return f;
+  if (inv.format == "ssh") {
+    // One OpenSSH line commented "custos:NAME" (what `custos -Y sign -f` reads).
+    const std::string& line = resp.get_public_key().ssh_public_key();
+    if (line.empty()) {
+      return Failure{kExitRefused, "key " + inv.args[0] + " (" + resp.get_public_key().key_type() +
+                                       ") has no OpenSSH form"};
+    }
+    const std::string text = line + "\n";
+    if (inv.out.empty()) {
+      std::fwrite(text.data(), 1, text.size(), stdout);
+      return std::nullopt;
+    }
+    return WriteFile(inv.out, text);
+  }
   Pkey key = PublicKeyFromDer(resp.get_public_key().spki_der());
   if (!key) {
     return Failure{kExitRefused, "server sent a public key for " + inv.args[0] +
@@ -347,10 +366,20 @@ std::optional<Failure> Sign(Invocation& inv) {
     if (auto f = HashFile(inv.in, alg->digest, &digest)) return f;
     sign->set_digest(std::move(digest));
   }
+  v1::SignResponse result;
+  if (auto f = CallSign(inv, std::move(req), wait_seconds, &result)) return f;
+  return FinishSign(inv, result);
+}
+
+std::optional<Failure> CallSign(Invocation& inv, v1::Request request, std::uint64_t wait_seconds,
+                                v1::SignResponse* result) {
   v1::Response resp;
   bool pending = false;
-  if (auto f = inv.CallAllowPending(req, &resp, &pending)) return f;
-  if (!pending) return FinishSign(inv, resp.sign());
+  if (auto f = inv.CallAllowPending(std::move(request), &resp, &pending)) return f;
+  if (!pending) {
+    *result = resp.sign();
+    return std::nullopt;
+  }
   const v1::PendingRequestInfo& held = resp.pending();
   if (wait_seconds == 0) {
     ReportPending(inv, held, resp.status().message());
@@ -365,7 +394,8 @@ std::optional<Failure> Sign(Invocation& inv) {
                                      " was executed but the server returned no signature "
                                      "(only the requester receives it)"};
   }
-  return FinishSign(inv, done.result().sign());
+  *result = done.result().sign();
+  return std::nullopt;
 }
 
 std::optional<Failure> FinishSign(Invocation& inv, const v1::SignResponse& result) {

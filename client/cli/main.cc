@@ -34,21 +34,42 @@ Commands:
         without @V: the active version, else the highest
         (create, rotate, disable, enable, mark-compromised and destroy take
         --note TEXT, shown to the officers when quorum approval is needed)
-  keys pubkey NAME[@V] [--out FILE]      PEM SubjectPublicKeyInfo
+  keys pubkey NAME[@V] [--format pem|ssh] [--out FILE]
+        PEM SubjectPublicKeyInfo, or (ssh) one OpenSSH line commented
+        custos:NAME, for allowed_signers and git's user.signingkey
+  keys certify NAME[@V] --profile P [--subject DN] [--validity DURATION]
+       [--san TYPE:VALUE]... [--out CERT] [--chain FILE] [--note TEXT] [--json]
+        a certificate for a code-signing key from the profile's Custos CA
+        (custosd makes the CSR with the key); needed by sign --format cms;
+        DN default: OU=NAME (or CN=NAME), within the profile's subject rules
+  keys attach-cert NAME[@V] CERT [--chain FILE] [--note TEXT] [--json]
+        attaches a certificate issued elsewhere (PEM or DER; its public key
+        must be the key's; the chain nearest first, each signed by the next)
   sign --key NAME[@V] [--algorithm ALG] --in FILE --out SIG [--wait DURATION]
        [--note TEXT] [--json]
         --wait: when the key needs quorum approval, wait up to DURATION for
         it and then write the signature; without --wait exit 6 with the id
-  sign --key NAME[@V] [--algorithm ALG] [--out-dir DIR] [--note TEXT] [--json]
-       FILE... | --files-from LIST
+  sign --key NAME[@V] [--algorithm ALG] [--out-dir DIR] [--wait DURATION]
+       [--note TEXT] [--json] FILE... | --files-from LIST
         many files: hashes them in parallel, signs them in batches and writes
         each signature to FILE.sig (or DIR/BASENAME.sig; two files with one
         base name are refused); LIST has one path per line, "-" reads stdin;
         progress on stderr (a bar on a terminal, else a line every 10%); exit
         4 when any file failed (each named on stderr), the others are signed
-  sign --key NAME[@V] [--algorithm ALG] --manifest OUT FILE... | --files-from LIST
+        --wait: batches held for quorum approval are waited for (one deadline
+        for all) and their signatures written once executed
+  sign --key NAME[@V] [--algorithm ALG] --manifest OUT [--wait DURATION]
+       FILE... | --files-from LIST
         one signature over a manifest: sorted "SHA256  PATH" lines (the
         sha256sum format) written to OUT, its signature to OUT.sig
+  sign --format cms --key NAME[@V] --in FILE [--out FILE.p7s]
+       [--algorithm sha256|sha384|sha512] [--no-chain] [--note TEXT] [--json]
+        detached CMS/PKCS#7 SignedData (DER; default FILE.p7s) with the key's
+        certificate and its chain (not with --no-chain); the key needs a
+        certificate (keys certify / attach-cert); default digest: sha384 for
+        ec-p384 keys, else sha256; keys under quorum are refused. Verify:
+        openssl cms -verify -binary -content FILE -inform DER -in FILE.p7s
+        -CAfile ROOT -out /dev/null
   verify --key NAME[@V] [--algorithm ALG] --in FILE --sig SIG [--pubkey PEM] [--json]
   ping [--json]
   audit checkpoint [--out FILE] [--json]  latest signed audit checkpoint, to pin
@@ -68,6 +89,31 @@ Quorum (operations that need officers' approval; docs/quorum.md):
   policy check FILE [--json]            validates FILE offline; with a server,
                                         prints the changes and the quorum needed
   policy propose FILE [--note TEXT] [--json]
+
+SSH (docs/codesigning.md "SSH"):
+  ssh sign --key CA[@V] --pubkey ID.pub --principals A[,B...] [--validity DURATION]
+       [--type user|host] [--force-command CMD] [--source-address CIDRS]
+       [--extension NAME]... [--key-id ID] [--profile P] [--out FILE] [--note TEXT]
+       [--json]
+        an OpenSSH certificate signed by an ssh-ca key, within the policy's
+        ssh profile (principals, validity, extensions); written to ID-cert.pub
+        beside ID.pub unless --out (- for stdout); --extension replaces the
+        profile's default extensions (user certificates)
+  ssh ca-pubkey --key CA[@V] [--out FILE] [--json]
+        the CA's OpenSSH line, for sshd's TrustedUserCAKeys and
+        "@cert-authority * LINE" in known_hosts
+  ssh list [--key CA] [--requester PRINCIPAL] [--json]
+        certificates signed (without READ_CERTIFICATES: your own)
+  sign --format sshsig --namespace NS --key NAME[@V] --in FILE [--out FILE.sig]
+       [--note TEXT] [--json]
+        an SSHSIG signature (ssh-keygen -Y sign) with a code-signing key;
+        verify with ssh-keygen -Y verify -n NS
+  -Y sign -n NS -f PUBKEY [-U] [FILE...]
+        ssh-keygen compatible, for git's gpg.ssh.program: signs FILE into
+        FILE.sig (stdin to stdout without FILE) with the key named by
+        PUBKEY's comment custos:NAME (or $CUSTOS_SIGNING_KEY), connecting with
+        $CUSTOS_CONFIG / CUSTOS_* variables; -Y verify, find-principals,
+        check-novalidate and match-principals run ssh-keygen itself
 
 CA back-end (docs/operations.md "Certificates and CAs"; DN: RFC 4514, e.g.
 "CN=Example Root,O=Example"; certificates in PEM unless --der):
@@ -114,7 +160,7 @@ Connection settings (from --config FILE, else $CUSTOS_CONFIG; then the
 environment variables CUSTOS_SERVER, CUSTOS_CERT, CUSTOS_KEY (TLS private key)
 and CUSTOS_CA; flags override both):
   --config FILE          INI file with keys server, cert, key, ca, server-name,
-                         timeout-ms (relative paths are relative to FILE)
+                         timeout-ms, retries (relative paths are relative to FILE)
   --server HOST:PORT     custosd address
   --cert FILE            client certificate (PEM)
   --key FILE             client private key (PEM); after `sign` or `verify`,
@@ -124,6 +170,8 @@ and CUSTOS_CA; flags override both):
                          (--tls-ca FILE anywhere on the line)
   --server-name NAME     name to verify in the server certificate
   --timeout-ms N         request deadline in milliseconds
+  --retries N            retries (with backoff) when the server answers
+                         UNAVAILABLE or the connection drops; default 3
   --json                 one JSON object on stdout
   -h, --help             this text
 
@@ -142,6 +190,7 @@ Exit codes:
 struct Settings {
   std::string config, server, cert, tls_key, ca, server_name;
   std::uint32_t timeout_ms = 0;
+  int retries = -1;  // -1: not given
 };
 
 // Options that hold connection settings, valid before and after the command.
@@ -152,16 +201,17 @@ po::options_description ConnectionOptions(Settings* s, bool with_key, bool with_
   d.add_options()("help,h", "")("json", "")("config", po::value(&s->config))(
       "server", po::value(&s->server))("cert", po::value(&s->cert))(
       "tls-key", po::value(&s->tls_key))("server-name", po::value(&s->server_name))(
-      "timeout-ms", po::value(&s->timeout_ms))("tls-ca", po::value(&s->ca));
+      "timeout-ms", po::value(&s->timeout_ms))("tls-ca", po::value(&s->ca))("retries",
+                                                                            po::value(&s->retries));
   if (with_key) d.add_options()("key", po::value(&s->tls_key));
   if (with_ca) d.add_options()("ca", po::value(&s->ca));
   return d;
 }
 
 bool TakesValue(std::string_view option) {
-  static const std::set<std::string_view> kValued = {"--config", "--server",      "--cert",
-                                                     "--key",    "--tls-key",     "--ca",
-                                                     "--tls-ca", "--server-name", "--timeout-ms"};
+  static const std::set<std::string_view> kValued = {
+      "--config", "--server", "--cert",        "--key",        "--tls-key",
+      "--ca",     "--tls-ca", "--server-name", "--timeout-ms", "--retries"};
   return kValued.count(option) > 0;
 }
 
@@ -179,9 +229,12 @@ const Command kCommands[] = {
     {"keys destroy", {"note"}},
     {"keys mark-compromised", {"note"}},
     {"keys show", {}},
-    {"keys pubkey", {"out"}},
+    {"keys pubkey", {"out", "format"}},
+    {"keys certify", {"profile", "subject", "validity", "san", "out", "chain", "wait", "note"}},
+    {"keys attach-cert", {"chain", "note"}},
     {"sign",
-     {"key", "algorithm", "in", "out", "wait", "note", "files-from", "out-dir", "manifest"}},
+     {"key", "algorithm", "in", "out", "wait", "note", "files-from", "out-dir", "manifest",
+      "format", "namespace", "no-chain"}},
     {"verify", {"key", "algorithm", "in", "sig", "pubkey"}},
     {"ping", {}},
     {"audit checkpoint", {"out"}},
@@ -205,6 +258,11 @@ const Command kCommands[] = {
     {"cert show", {"ca", "out", "der"}},
     {"cert revoke", {"ca", "reason", "wait", "note"}},
     {"crl", {"ca", "out", "der"}},
+    {"ssh sign",
+     {"key", "pubkey", "principals", "validity", "type", "key-id", "force-command",
+      "source-address", "extension", "profile", "out", "wait", "note"}},
+    {"ssh ca-pubkey", {"key", "out"}},
+    {"ssh list", {"key", "requester"}},
 };
 
 int Fail(const Failure& f) {
@@ -224,10 +282,13 @@ void Apply(const Settings& s, client::ClientConfig* c) {
   if (!s.ca.empty()) c->ca = s.ca;
   if (!s.server_name.empty()) c->server_name = s.server_name;
   if (s.timeout_ms != 0) c->request_timeout = std::chrono::milliseconds(s.timeout_ms);
+  if (s.retries >= 0) c->retries = s.retries;
 }
 
 int Run(int argc, char** argv) {
   std::vector<std::string> all(argv + 1, argv + argc);
+  // git runs gpg.ssh.program as ssh-keygen: `custos -Y sign -n git -f KEY FILE`.
+  if (!all.empty() && all[0] == "-Y") return SshKeygenCompat(all);
   // Split at the first word that is neither an option nor an option's value.
   std::size_t cmd = 0;
   while (cmd < all.size()) {
@@ -273,14 +334,15 @@ int Run(int argc, char** argv) {
     name += " " + command_args[1];
     words = 2;
   } else if (name == "audit" || name == "request" || name == "policy" || name == "ca" ||
-             name == "cert") {
+             name == "cert" || name == "ssh") {
     if (command_args.size() < 2 || command_args[1][0] == '-') {
       const char* subcommands =
           name == "audit"     ? "checkpoint"
           : name == "request" ? "list, show or wait"
           : name == "policy"  ? "show, check or propose"
           : name == "ca" ? "create-root, create-intermediate, list, show, chain, csr or import-cert"
-                         : "issue, list, show or revoke";
+          : name == "ssh" ? "sign, ca-pubkey or list"
+                          : "issue, list, show or revoke";
       return UsageError(name + " needs a subcommand: " + subcommands);
     }
     name += " " + command_args[1];
@@ -311,7 +373,12 @@ int Run(int argc, char** argv) {
       "requester", po::value(&inv.requester))("reason", po::value(&inv.reason))(
       "san", po::value(&inv.sans)->composing())("der", "")(
       "files-from", po::value(&inv.files_from))("out-dir", po::value(&inv.out_dir))(
-      "manifest", po::value(&inv.manifest));
+      "manifest", po::value(&inv.manifest))("format", po::value(&inv.format))(
+      "namespace", po::value(&inv.sig_namespace))("no-chain", "")(
+      "principals", po::value(&inv.principals))("key-id", po::value(&inv.key_id))(
+      "force-command", po::value(&inv.force_command))(
+      "source-address", po::value(&inv.source_address))("extension",
+                                                        po::value(&inv.extensions)->composing());
   po::positional_options_description positional;
   positional.add("args", -1);
   try {
@@ -324,8 +391,8 @@ int Run(int argc, char** argv) {
             .style(po::command_line_style::unix_style ^ po::command_line_style::allow_guessing)
             .run();
     static const std::set<std::string> kConnection = {
-        "help",    "json",   "config",      "server",     "cert",
-        "tls-key", "tls-ca", "server-name", "timeout-ms", "args"};
+        "help",   "json",        "config",     "server",  "cert", "tls-key",
+        "tls-ca", "server-name", "timeout-ms", "retries", "args"};
     for (const auto& o : parsed.options) {
       const bool allowed = kConnection.count(o.string_key) > 0 ||
                            command->options.count(o.string_key) > 0 ||
@@ -344,9 +411,14 @@ int Run(int argc, char** argv) {
     std::fputs(kHelp, stdout);
     return kExitOk;
   }
+  for (const Settings* given : {&global, &local}) {
+    if (given->retries < -1 || given->retries > 100)
+      return UsageError("--retries must be 0 to 100");
+  }
   inv.json = global_vm.count("json") > 0 || local_vm.count("json") > 0;
   inv.check = local_vm.count("check") > 0;
   inv.der = local_vm.count("der") > 0;
+  inv.no_chain = local_vm.count("no-chain") > 0;
 
   std::string config_path = !local.config.empty() ? local.config : global.config;
   if (config_path.empty()) {
@@ -378,6 +450,16 @@ int Run(int argc, char** argv) {
   } else if (name == "keys disable" || name == "keys enable" || name == "keys destroy" ||
              name == "keys mark-compromised") {
     failure = KeysStateChange(inv, std::string_view(name).substr(5));
+  } else if (name == "keys certify") {
+    failure = KeysCertify(inv);
+  } else if (name == "keys attach-cert") {
+    failure = KeysAttachCert(inv);
+  } else if (name == "sign" && inv.format == "cms") {
+    failure = SignCms(inv);
+  } else if (name == "sign" && inv.format == "sshsig") {
+    failure = SignSshsig(inv);
+  } else if (name == "sign" && !inv.format.empty() && inv.format != "raw") {
+    failure = Failure{kExitUsage, "--format must be raw, cms or sshsig (see custos --help)"};
   } else if (name == "sign") {
     const bool many = !inv.args.empty() || !inv.files_from.empty() || !inv.manifest.empty() ||
                       !inv.out_dir.empty();
@@ -422,6 +504,12 @@ int Run(int argc, char** argv) {
     failure = CertRevoke(inv);
   } else if (name == "crl") {
     failure = CrlGet(inv);
+  } else if (name == "ssh sign") {
+    failure = SshSign(inv);
+  } else if (name == "ssh ca-pubkey") {
+    failure = SshCaPubkey(inv);
+  } else if (name == "ssh list") {
+    failure = SshList(inv);
   }
   if (failure) return Fail(*failure);
   if (std::fflush(stdout) != 0) return Fail(Failure{kExitFile, "cannot write to standard output"});

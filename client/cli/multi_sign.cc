@@ -123,6 +123,7 @@ struct Batch {
   std::vector<std::size_t> items;
   v1::Request request;
   int attempts = 0;
+  std::string held_id;  // the pending request when the batch awaits approval
 };
 
 std::string ResultsJson(const std::vector<Item>& items) {
@@ -144,7 +145,8 @@ std::string ResultsJson(const std::vector<Item>& items) {
 }
 
 std::optional<Failure> SignManifest(Invocation& inv, const AlgorithmInfo& alg,
-                                    const std::vector<std::string>& files) {
+                                    const std::vector<std::string>& files,
+                                    std::uint64_t wait_seconds) {
   std::vector<Item> items(files.size());
   for (std::size_t i = 0; i < files.size(); ++i) items[i].path = files[i];
   HashAll(&items, "SHA256", /*ed25519=*/false);
@@ -186,10 +188,9 @@ std::optional<Failure> SignManifest(Invocation& inv, const AlgorithmInfo& alg,
     if (auto f = HashFile(inv.manifest, alg.digest, &digest)) return f;
     sign->set_digest(std::move(digest));
   }
-  v1::Response resp;
-  if (auto f = inv.Call(req, &resp)) return f;  // reports a pending request, exit 6
+  v1::SignResponse result;
+  if (auto f = CallSign(inv, std::move(req), wait_seconds, &result)) return f;
   const std::string sig_path = inv.manifest + ".sig";
-  const v1::SignResponse& result = resp.sign();
   if (auto f = WriteFile(sig_path, result.signature())) return f;
   if (inv.json) {
     std::printf("%s\n", JsonObject()
@@ -215,17 +216,18 @@ std::optional<Failure> SignManifest(Invocation& inv, const AlgorithmInfo& alg,
 std::optional<Failure> SignMany(Invocation& inv, int* exit_code) {
   const char* usage =
       "custos sign --key NAME[@V] [--algorithm ALG] [--out-dir DIR | --manifest OUT] "
-      "[--note TEXT] [--json] FILE... | --files-from LIST";
+      "[--wait DURATION] [--note TEXT] [--json] FILE... | --files-from LIST";
   if (inv.key_name.empty()) return Usage(std::string("usage: ") + usage);
   if (!inv.in.empty() || !inv.out.empty()) {
     return Usage(
         "--in/--out sign one file; give many files as FILE... or --files-from, "
         "without --in and --out");
   }
+  // --wait: batches held for quorum approval are waited for (all within one
+  // deadline) and their signatures written once executed.
+  std::uint64_t wait_seconds = 0;
   if (!inv.wait.empty()) {
-    return Usage(
-        "--wait applies to signing one file (--in/--out); for many files a key that "
-        "needs approval exits 6 with the request ids");
+    if (auto f = ParseDuration(inv.wait, "wait", &wait_seconds)) return f;
   }
   if (!inv.manifest.empty() && !inv.out_dir.empty()) {
     return Usage("--manifest writes one signature to OUT.sig; it does not take --out-dir");
@@ -249,7 +251,7 @@ std::optional<Failure> SignMany(Invocation& inv, int* exit_code) {
   }
   const AlgorithmInfo* alg = nullptr;
   if (auto f = ResolveSignAlgorithm(inv, &alg)) return f;
-  if (!inv.manifest.empty()) return SignManifest(inv, *alg, files);
+  if (!inv.manifest.empty()) return SignManifest(inv, *alg, files, wait_seconds);
 
   client::Client* client = nullptr;
   if (auto f = inv.Connected(&client)) return f;
@@ -274,8 +276,18 @@ std::optional<Failure> SignMany(Invocation& inv, int* exit_code) {
 
   // Batches of hashed files, all sent at once (the client keeps at most
   // max_in_flight on the wire and queues the rest).
+  // A key under quorum: every request becomes one pending request for the
+  // officers, so send as few as the batch limit allows.
+  bool needs_quorum = false;
+  {
+    v1::Request req;
+    req.mutable_get_key()->set_key(inv.key_name.substr(0, inv.key_name.find('@')));
+    v1::Response resp;
+    if (auto f = inv.Call(req, &resp)) return f;
+    needs_quorum = resp.get_key().sign_quorum_rules_size() > 0;
+  }
   std::vector<Batch> batches;
-  const std::size_t per_batch = BatchSize(items.size());
+  const std::size_t per_batch = needs_quorum ? kMaxBatchItems : BatchSize(items.size());
   for (std::size_t i = 0; i < items.size(); ++i) {
     if (!items[i].hashed) continue;
     if (batches.empty() || batches.back().items.size() == per_batch) {
@@ -307,6 +319,31 @@ std::optional<Failure> SignMany(Invocation& inv, int* exit_code) {
 
   std::string key_label = inv.key_name, alg_name = alg->name;
   std::vector<v1::Response> held;  // PENDING_APPROVAL answers
+  // Writes each signature of a batch's answer beside its file.
+  auto write_answer = [&](const Batch& batch, const v1::SignBatchResponse& answer) {
+    if (answer.results_size() != static_cast<int>(batch.items.size())) {
+      for (std::size_t i : batch.items) {
+        items[i].error = "server answered " + std::to_string(answer.results_size()) +
+                         " results for " + std::to_string(batch.items.size()) + " items";
+      }
+      return;
+    }
+    key_label = answer.key() + "@" + std::to_string(answer.key_version());
+    alg_name = answer.algorithm();
+    for (std::size_t k = 0; k < batch.items.size(); ++k) {
+      Item& item = items[batch.items[k]];
+      const v1::BatchResult& r = answer.results(static_cast<int>(k));
+      if (r.status().code() != v1::OK) {
+        item.error = RefusalText(r.status());
+      } else if (r.signature().empty()) {
+        item.error = "server sent an empty signature";
+      } else if (auto f = WriteFile(item.sig_path, r.signature())) {
+        item.error = f->message;
+      } else {
+        item.signed_ok = true;
+      }
+    }
+  };
   const int retries = inv.config.retries;
   std::size_t outstanding = batches.size();
   while (outstanding > 0) {
@@ -331,29 +368,12 @@ std::optional<Failure> SignMany(Invocation& inv, int* exit_code) {
       fail_all(result.error().message());
     } else if (result->status().code() == v1::PENDING_APPROVAL && result->has_pending()) {
       for (std::size_t i : batch.items) items[i].pending = true;
+      batch.held_id = result->pending().id();
       held.push_back(std::move(result).value());
     } else if (result->status().code() != v1::OK) {
       fail_all(RefusalText(result->status()));
-    } else if (result->sign_batch().results_size() != static_cast<int>(batch.items.size())) {
-      fail_all("server answered " + std::to_string(result->sign_batch().results_size()) +
-               " results for " + std::to_string(batch.items.size()) + " items");
     } else {
-      const v1::SignBatchResponse& answer = result->sign_batch();
-      key_label = answer.key() + "@" + std::to_string(answer.key_version());
-      alg_name = answer.algorithm();
-      for (std::size_t k = 0; k < batch.items.size(); ++k) {
-        Item& item = items[batch.items[k]];
-        const v1::BatchResult& r = answer.results(static_cast<int>(k));
-        if (r.status().code() != v1::OK) {
-          item.error = RefusalText(r.status());
-        } else if (r.signature().empty()) {
-          item.error = "server sent an empty signature";
-        } else if (auto f = WriteFile(item.sig_path, r.signature())) {
-          item.error = f->message;
-        } else {
-          item.signed_ok = true;
-        }
-      }
+      write_answer(batch, result->sign_batch());
     }
     for (std::size_t i : batch.items) {
       if (!items[i].error.empty())
@@ -363,6 +383,50 @@ std::optional<Failure> SignMany(Invocation& inv, int* exit_code) {
     progress.Update(done);
   }
   progress.Finish();
+
+  if (wait_seconds > 0 && !held.empty()) {
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(wait_seconds);
+    std::vector<v1::Response> still_held;
+    for (v1::Response& h : held) {
+      const v1::PendingRequestInfo& info = h.pending();
+      std::fprintf(stderr, "custos: %s needs approval; waiting up to %s (%s approvals so far)\n",
+                   info.id().c_str(), inv.wait.c_str(), ApprovalsText(info).c_str());
+      const auto left = std::chrono::duration_cast<std::chrono::seconds>(
+          deadline - std::chrono::steady_clock::now());
+      v1::PendingRequestInfo final_info;
+      std::optional<Failure> waited = WaitForRequest(
+          inv, info.id(), static_cast<std::uint64_t>(std::max<long long>(1, left.count())),
+          &final_info);
+      std::size_t index = batches.size();
+      for (std::size_t b = 0; b < batches.size(); ++b) {
+        if (batches[b].held_id == info.id()) index = b;
+      }
+      if (index == batches.size()) continue;  // not one of ours (cannot happen)
+      Batch& batch = batches[index];
+      if (waited && waited->exit_code == kExitPending) {
+        still_held.push_back(std::move(h));  // timed out: stays pending
+        continue;
+      }
+      for (std::size_t i : batch.items) items[i].pending = false;
+      if (waited) {
+        for (std::size_t i : batch.items) items[i].error = waited->message;
+      } else if (!final_info.has_result() || !final_info.result().has_sign_batch()) {
+        for (std::size_t i : batch.items) {
+          items[i].error = "request " + info.id() +
+                           " was executed but the server returned no signatures (only the "
+                           "requester receives them)";
+        }
+      } else {
+        write_answer(batch, final_info.result().sign_batch());
+      }
+      for (std::size_t i : batch.items) {
+        if (!items[i].error.empty())
+          std::fprintf(stderr, "custos: error: %s: %s\n", items[i].path.c_str(),
+                       items[i].error.c_str());
+      }
+    }
+    held = std::move(still_held);
+  }
 
   std::size_t signed_count = 0, failed = 0, pending = 0;
   for (const Item& item : items) {

@@ -93,12 +93,14 @@ Result<ClientConfig> LoadClientConfig(const std::string& path) {
   }
   ClientConfig config;
   std::uint32_t timeout_ms = 0;
+  int retries = -1;
   po::options_description desc;
   desc.add_options()("server", po::value(&config.server))("cert", po::value(&config.cert))(
       "key", po::value(&config.key))("ca", po::value(&config.ca))(
       "server-name", po::value(&config.server_name))("timeout-ms", po::value(&timeout_ms))(
-      "officer-id", po::value(&config.officer.id))("officer-key", po::value(&config.officer.key))(
-      "officer-pkcs11-module", po::value(&config.officer.pkcs11_module))(
+      "retries", po::value(&retries))("officer-id", po::value(&config.officer.id))(
+      "officer-key", po::value(&config.officer.key))("officer-pkcs11-module",
+                                                     po::value(&config.officer.pkcs11_module))(
       "officer-pin-file", po::value(&config.officer.pin_file))(
       "officer-passphrase-file", po::value(&config.officer.passphrase_file));
   po::variables_map vm;
@@ -106,10 +108,11 @@ Result<ClientConfig> LoadClientConfig(const std::string& path) {
     po::parsed_options parsed = po::parse_config_file(in, desc, /*allow_unregistered=*/true);
     for (const auto& option : parsed.options) {
       if (option.unregistered) {
-        return ConfigError("client config " + path + ": unknown key '" + option.string_key +
-                           "' (known: server, cert, key, ca, server-name, timeout-ms, officer-id, "
-                           "officer-key, officer-pkcs11-module, officer-pin-file, "
-                           "officer-passphrase-file)");
+        return ConfigError(
+            "client config " + path + ": unknown key '" + option.string_key +
+            "' (known: server, cert, key, ca, server-name, timeout-ms, retries, officer-id, "
+            "officer-key, officer-pkcs11-module, officer-pin-file, "
+            "officer-passphrase-file)");
       }
     }
     po::store(parsed, vm);
@@ -120,6 +123,12 @@ Result<ClientConfig> LoadClientConfig(const std::string& path) {
   if (vm.count("timeout-ms")) {
     if (timeout_ms == 0) return ConfigError("client config " + path + ": timeout-ms must be > 0");
     config.request_timeout = std::chrono::milliseconds(timeout_ms);
+  }
+  if (vm.count("retries")) {
+    if (retries < 0 || retries > 100) {
+      return ConfigError("client config " + path + ": retries must be 0 to 100");
+    }
+    config.retries = retries;
   }
   const std::filesystem::path base = std::filesystem::path(path).parent_path();
   config.cert = ResolveRelative(base, config.cert);

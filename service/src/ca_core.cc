@@ -34,12 +34,6 @@ namespace custos::service {
 namespace v1 = custos::v1;
 using namespace core_internal;
 
-struct SigningCore::LoadedCa {
-  CaRecord rec;
-  std::shared_ptr<const CachedKey> key;
-  std::optional<ca::CertificateAuthority> ca;
-};
-
 namespace {
 
 constexpr std::string_view kReasonNames[] = {"unspecified",
@@ -98,6 +92,11 @@ bool Deny(v1::Status* s, const policy::Decision& d) {
   return true;
 }
 
+}  // namespace
+
+// Shared with cms_core.cc (declared in core_internal.h).
+namespace core_internal {
+
 ca::Profile ToCaProfile(const policy::CertProfile& p) {
   ca::Profile out;
   out.name = p.name;
@@ -135,6 +134,10 @@ ca::Profile ToCaProfile(const policy::CertProfile& p) {
   return out;
 }
 
+}  // namespace core_internal
+
+namespace {
+
 void FillCaInfo(const CaRecord& rec, v1::CaInfo* info) {
   info->set_name(rec.name);
   info->set_key(VersionKey(rec.key, rec.key_version));
@@ -157,6 +160,10 @@ void FillCaInfo(const CaRecord& rec, v1::CaInfo* info) {
   for (const auto& c : rec.chain) info->add_chain_der(c.data(), c.size());
 }
 
+}  // namespace
+
+namespace core_internal {
+
 CertificateRecord ToRecord(const std::string& ca_name, const std::string& profile,
                            const ca::IssuedCertificate& cert, std::string_view requester,
                            std::int64_t now) {
@@ -173,6 +180,10 @@ CertificateRecord ToRecord(const std::string& ca_name, const std::string& profil
   r.issued_at = now;
   return r;
 }
+
+}  // namespace core_internal
+
+namespace {
 
 void FillCertInfo(const CertificateRecord& rec, const CaRecord* issuer, std::int64_t now,
                   v1::CertificateInfo* info) {

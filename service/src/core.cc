@@ -8,6 +8,7 @@
 
 #include "core_internal.h"
 #include "custos/service/key_name.h"
+#include "ssh/ssh.h"
 
 namespace custos::service {
 
@@ -509,6 +510,16 @@ v1::Response SigningCore::Handle(std::string_view principal, std::string_view /*
     case v1::Request::kGetCrl:
       HandleCa(principal, request, resp);
       break;
+    case v1::Request::kSshSignCertificate:
+    case v1::Request::kSignSshsig:
+    case v1::Request::kListSshCertificates:
+      HandleSsh(principal, request, resp);
+      break;
+    case v1::Request::kSignCms:
+    case v1::Request::kCertifyKey:
+    case v1::Request::kAttachKeyCert:
+      HandleCms(principal, request, resp);
+      break;
     case v1::Request::OP_NOT_SET:
       SetStatus(resp.mutable_status(), v1::INVALID_ARGUMENT,
                 "request names no operation this server knows (protocol custos/1)");
@@ -863,6 +874,13 @@ void SigningCore::HandleGetKey(std::string_view principal, const v1::GetKeyReque
   if (!Resolve(principal, Operation::kRead, req.key(), "", &r, resp.mutable_status())) return;
   resp.mutable_status()->set_code(v1::OK);
   FillKeyInfo(*r.key, resp.mutable_get_key());
+  policy::QuorumQuery q;
+  q.operation = policy::QuorumOperation::kSign;
+  q.key_name = r.key->name;
+  q.key_usage = r.key->usage;
+  for (const auto& requirement : policy::QuorumPolicy(*r.policy).QuorumFor(q)) {
+    resp.mutable_get_key()->add_sign_quorum_rules(requirement.rule);
+  }
 }
 
 void SigningCore::HandleGetPublicKey(std::string_view principal, const v1::GetPublicKeyRequest& req,
@@ -875,6 +893,23 @@ void SigningCore::HandleGetPublicKey(std::string_view principal, const v1::GetPu
   out->set_key_version(r.version->record.version);
   out->set_key_type(std::string(pkcs11::KeyTypeName(r.key->type)));
   out->set_spki_der(r.version->ref.spki_der.data(), r.version->ref.spki_der.size());
+  // The OpenSSH line, commented "custos:NAME" so that `custos -Y sign` finds
+  // the key from a pubkey file (ssh_commands.cc); empty for keys SSH cannot
+  // express.
+  if (auto ssh_key = ssh::PublicKey::FromSpki(r.version->ref.spki_der); ssh_key.ok()) {
+    out->set_ssh_public_key(ssh_key->ToLine("custos:" + r.key->name));
+  }
+  // The certificate attached to this version (cms_core.cc), if any.
+  auto cert = store_->GetKeyCertificate(r.key->name, r.version->record.version);
+  if (!cert) {
+    SetStatus(resp.mutable_status(), v1::INTERNAL, cert.error());
+    resp.clear_get_public_key();
+    return;
+  }
+  if (cert->has_value()) {
+    out->set_cert_der((*cert)->cert_der.data(), (*cert)->cert_der.size());
+    for (const auto& c : (*cert)->chain) out->add_chain_der(c.data(), c.size());
+  }
 }
 
 void SigningCore::FillKeyInfo(const CachedKey& key, v1::KeyInfo* info,

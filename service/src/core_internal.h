@@ -12,6 +12,7 @@
 #include <string_view>
 #include <vector>
 
+#include "custos/service/ca.h"
 #include "custos/service/core.h"
 #include "custos/service/key_lifecycle.h"
 
@@ -58,6 +59,14 @@ struct SigningCore::Resolved {
   std::shared_ptr<const CachedKey> key;
   const CachedVersion* version = nullptr;
   pkcs11::SignAlgorithm algorithm = pkcs11::SignAlgorithm::kEcdsaP256Sha256;
+};
+
+// A CA with its signing key opened on the token (ca_core.cc LoadCa; also
+// cms_core.cc, which issues certificates for signing keys).
+struct SigningCore::LoadedCa {
+  CaRecord rec;
+  std::shared_ptr<const CachedKey> key;
+  std::optional<ca::CertificateAuthority> ca;
 };
 
 // What a pending request shows officers, besides the common canonical
@@ -115,6 +124,13 @@ bool CheckInput(pkcs11::SignAlgorithm alg, const std::string& digest, const std:
                 std::size_t max_message, std::span<const std::uint8_t>* input, std::string* error);
 // The usages a key can have, in the order Authorize tries them.
 std::span<const std::string_view> Usages();
+
+// The CA core's view of a policy profile, and an inventory row for a
+// certificate issued under it (ca_core.cc; also used by cms_core.cc).
+ca::Profile ToCaProfile(const policy::CertProfile& p);
+CertificateRecord ToRecord(const std::string& ca_name, const std::string& profile,
+                           const ca::IssuedCertificate& cert, std::string_view requester,
+                           std::int64_t now);
 
 }  // namespace core_internal
 }  // namespace custos::service

@@ -2,6 +2,7 @@
 
 #include <sqlite3.h>
 
+#include <algorithm>
 #include <charconv>
 #include <chrono>
 #include <iterator>
@@ -180,6 +181,35 @@ CREATE TABLE crls (
   der BLOB NOT NULL,
   this_update INTEGER NOT NULL,
   next_update INTEGER NOT NULL
+);
+)sql",
+    // 3 -> 4: code signing (issue 6): SSH certificates signed by ssh-ca keys,
+    // and certificates attached to signing keys for CMS.
+    R"sql(
+CREATE TABLE ssh_certificates (
+  ca_key TEXT NOT NULL,
+  serial INTEGER NOT NULL,
+  key_id TEXT NOT NULL,
+  cert_type TEXT NOT NULL CHECK (cert_type IN ('user', 'host')),
+  principals TEXT NOT NULL,
+  valid_after INTEGER NOT NULL,
+  valid_before INTEGER NOT NULL,
+  requester TEXT NOT NULL,
+  profile TEXT NOT NULL,
+  subject_fingerprint TEXT NOT NULL,
+  certificate TEXT NOT NULL,
+  issued_at INTEGER NOT NULL,
+  PRIMARY KEY (ca_key, serial)
+);
+CREATE INDEX ssh_certificates_requester ON ssh_certificates(requester);
+CREATE TABLE key_certificates (
+  key TEXT NOT NULL,
+  version INTEGER NOT NULL,
+  cert_der BLOB NOT NULL,
+  chain BLOB NOT NULL,
+  source TEXT NOT NULL CHECK (source IN ('custos', 'imported')),
+  attached_at INTEGER NOT NULL,
+  PRIMARY KEY (key, version)
 );
 )sql",
 };
@@ -1274,6 +1304,183 @@ Result<bool> KeyStore::PutCrl(const CrlRecord& crl) {
         return sqlite3_changes(d.db.get()) != 0;
       },
       [](bool r) { return r; });
+}
+
+// --- SSH certificates (schema 4). ---
+// Serials are unsigned 64-bit; SQLite stores them bit for bit as INTEGER.
+// Principals are stored joined with ',' (they never contain one). The CA key
+// column is "name@version"; a serial is unique per key name.
+
+namespace {
+
+constexpr const char* kSshCertColumns =
+    "ca_key, serial, key_id, cert_type, principals, valid_after, valid_before, requester, "
+    "profile, subject_fingerprint, certificate, issued_at";
+
+std::string SshKeyNamePrefix(std::string_view ca_name) { return std::string(ca_name) + "@"; }
+
+}  // namespace
+
+Result<bool> KeyStore::InsertSshCertificate(const SshCertificateRecord& cert) {
+  Impl& d = *impl_;
+  const std::string name = cert.ca_key.substr(0, cert.ca_key.find('@'));
+  return d.Transaction<bool>(
+      [&]() -> Result<bool> {
+        auto used = d.Prepare(
+            "SELECT 1 FROM ssh_certificates WHERE substr(ca_key, 1, length(?1)) = ?1 AND "
+            "serial = ?2");
+        if (!used) return Error{used.error()};
+        BindText(used->get(), 1, SshKeyNamePrefix(name));
+        sqlite3_bind_int64(used->get(), 2, static_cast<std::int64_t>(cert.serial));
+        const int rc = sqlite3_step(used->get());
+        if (rc == SQLITE_ROW) return false;
+        if (rc != SQLITE_DONE) return Error{DbError(d.db.get(), "look up ssh serial")};
+        auto st = d.Prepare((std::string("INSERT INTO ssh_certificates(") + kSshCertColumns +
+                             ") VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)")
+                                .c_str());
+        if (!st) return Error{st.error()};
+        sqlite3_stmt* s = st->get();
+        std::string principals;
+        for (const auto& p : cert.principals) {
+          if (!principals.empty()) principals += ',';
+          principals += p;
+        }
+        BindText(s, 1, cert.ca_key);
+        sqlite3_bind_int64(s, 2, static_cast<std::int64_t>(cert.serial));
+        BindText(s, 3, cert.key_id);
+        BindText(s, 4, cert.cert_type);
+        BindText(s, 5, principals);
+        sqlite3_bind_int64(s, 6, cert.valid_after);
+        sqlite3_bind_int64(s, 7, cert.valid_before);
+        BindText(s, 8, cert.requester);
+        BindText(s, 9, cert.profile);
+        BindText(s, 10, cert.subject_fingerprint);
+        BindText(s, 11, cert.certificate);
+        sqlite3_bind_int64(s, 12, cert.issued_at);
+        if (sqlite3_step(s) != SQLITE_DONE) {
+          return Error{DbError(d.db.get(), "insert ssh certificate")};
+        }
+        return true;
+      },
+      [](bool r) { return r; });
+}
+
+Result<bool> KeyStore::SshSerialExists(std::string_view ca_name, std::uint64_t serial) {
+  Impl& d = *impl_;
+  std::lock_guard<std::mutex> lock(d.mu);
+  auto st = d.Prepare(
+      "SELECT 1 FROM ssh_certificates WHERE substr(ca_key, 1, length(?1)) = ?1 AND serial = ?2");
+  if (!st) return Error{st.error()};
+  BindText(st->get(), 1, SshKeyNamePrefix(ca_name));
+  sqlite3_bind_int64(st->get(), 2, static_cast<std::int64_t>(serial));
+  const int rc = sqlite3_step(st->get());
+  if (rc == SQLITE_ROW) return true;
+  if (rc != SQLITE_DONE) return Error{DbError(d.db.get(), "look up ssh serial")};
+  return false;
+}
+
+Result<std::vector<KeyStore::SshCertificateRecord>> KeyStore::ListSshCertificates(
+    std::string_view ca_name, std::string_view requester) {
+  Impl& d = *impl_;
+  std::lock_guard<std::mutex> lock(d.mu);
+  std::string sql = std::string("SELECT ") + kSshCertColumns + " FROM ssh_certificates WHERE 1";
+  if (!ca_name.empty()) sql += " AND substr(ca_key, 1, length(?1)) = ?1";
+  if (!requester.empty()) sql += " AND requester = ?2";
+  sql += " ORDER BY issued_at, serial";
+  auto st = d.Prepare(sql.c_str());
+  if (!st) return Error{st.error()};
+  sqlite3_stmt* s = st->get();
+  if (!ca_name.empty()) BindText(s, 1, SshKeyNamePrefix(ca_name));
+  if (!requester.empty()) BindText(s, 2, std::string(requester));
+  std::vector<SshCertificateRecord> out;
+  int rc;
+  while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
+    SshCertificateRecord c;
+    c.ca_key = ColumnText(s, 0);
+    c.serial = static_cast<std::uint64_t>(sqlite3_column_int64(s, 1));
+    c.key_id = ColumnText(s, 2);
+    c.cert_type = ColumnText(s, 3);
+    const std::string principals = ColumnText(s, 4);
+    for (std::size_t at = 0; at <= principals.size() && !principals.empty();) {
+      const std::size_t comma = std::min(principals.find(',', at), principals.size());
+      c.principals.push_back(principals.substr(at, comma - at));
+      at = comma + 1;
+    }
+    c.valid_after = sqlite3_column_int64(s, 5);
+    c.valid_before = sqlite3_column_int64(s, 6);
+    c.requester = ColumnText(s, 7);
+    c.profile = ColumnText(s, 8);
+    c.subject_fingerprint = ColumnText(s, 9);
+    c.certificate = ColumnText(s, 10);
+    c.issued_at = sqlite3_column_int64(s, 11);
+    out.push_back(std::move(c));
+  }
+  if (rc != SQLITE_DONE) return Error{DbError(d.db.get(), "list ssh certificates")};
+  return out;
+}
+
+// --- Certificates attached to signing keys (schema 4). ---
+
+Result<bool> KeyStore::PutKeyCertificate(const KeyCertificate& cert,
+                                         const CertificateRecord* issued) {
+  Impl& d = *impl_;
+  return d.Transaction<bool>(
+      [&]() -> Result<bool> {
+        if (issued != nullptr) {
+          auto r = d.InsertCertificateRow(*issued);
+          if (!r) return Error{r.error()};
+          if (*r != InsertResult::kInserted) {
+            return Error{"state store: CA " + issued->ca + " already has serial " + issued->serial};
+          }
+        }
+        auto st = d.Prepare(
+            "INSERT INTO key_certificates(key, version, cert_der, chain, source, attached_at) "
+            "VALUES(?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT(key, version) DO UPDATE SET "
+            "cert_der = excluded.cert_der, chain = excluded.chain, source = excluded.source, "
+            "attached_at = excluded.attached_at");
+        if (!st) return Error{st.error()};
+        sqlite3_stmt* s = st->get();
+        BindText(s, 1, cert.key);
+        sqlite3_bind_int64(s, 2, cert.version);
+        BindBlob(s, 3, cert.cert_der);
+        BindBlob(s, 4, EncodeChain(cert.chain));
+        BindText(s, 5, cert.source);
+        sqlite3_bind_int64(s, 6, cert.attached_at);
+        if (sqlite3_step(s) != SQLITE_DONE) {
+          return Error{DbError(d.db.get(), "attach key certificate")};
+        }
+        return true;
+      },
+      [](bool r) { return r; });
+}
+
+Result<std::optional<KeyStore::KeyCertificate>> KeyStore::GetKeyCertificate(std::string_view key,
+                                                                            std::uint32_t version) {
+  Impl& d = *impl_;
+  std::lock_guard<std::mutex> lock(d.mu);
+  auto st = d.Prepare(
+      "SELECT cert_der, chain, source, attached_at FROM key_certificates "
+      "WHERE key = ?1 AND version = ?2");
+  if (!st) return Error{st.error()};
+  sqlite3_stmt* s = st->get();
+  BindText(s, 1, std::string(key));
+  sqlite3_bind_int64(s, 2, version);
+  const int rc = sqlite3_step(s);
+  if (rc == SQLITE_DONE) return std::optional<KeyCertificate>();
+  if (rc != SQLITE_ROW) return Error{DbError(d.db.get(), "read key certificate")};
+  KeyCertificate c;
+  c.key = std::string(key);
+  c.version = version;
+  c.cert_der = ColumnBlob(s, 0);
+  auto chain = DecodeChain(ColumnBlob(s, 1));
+  if (!chain) {
+    return Error{"state store: the certificate chain of " + c.key + "@" + std::to_string(version) +
+                 " is unreadable"};
+  }
+  c.chain = std::move(*chain);
+  c.source = ColumnText(s, 2);
+  c.attached_at = sqlite3_column_int64(s, 3);
+  return std::optional<KeyCertificate>(std::move(c));
 }
 
 }  // namespace custos::service

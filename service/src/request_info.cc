@@ -66,6 +66,18 @@ std::string_view OpName(const v1::Request& r) {
       return "revoke_certificate";
     case v1::Request::kGetCrl:
       return "get_crl";
+    case v1::Request::kSshSignCertificate:
+      return "ssh_sign_certificate";
+    case v1::Request::kSignSshsig:
+      return "sign_sshsig";
+    case v1::Request::kListSshCertificates:
+      return "list_ssh_certificates";
+    case v1::Request::kSignCms:
+      return "sign_cms";
+    case v1::Request::kCertifyKey:
+      return "certify_key";
+    case v1::Request::kAttachKeyCert:
+      return "attach_key_cert";
     case v1::Request::OP_NOT_SET:
       break;
   }
@@ -112,6 +124,16 @@ std::string_view KeyOf(const v1::Request& r) {
     case v1::Request::kProposePolicy:
     case v1::Request::kGetPolicy:
       return "policy";
+    case v1::Request::kSshSignCertificate:
+      return r.ssh_sign_certificate().key();
+    case v1::Request::kSignSshsig:
+      return r.sign_sshsig().key();
+    case v1::Request::kSignCms:
+      return r.sign_cms().key();
+    case v1::Request::kCertifyKey:
+      return r.certify_key().key();
+    case v1::Request::kAttachKeyCert:
+      return r.attach_key_cert().key();
     default:
       return "";
   }
@@ -156,6 +178,15 @@ std::string OpSha256(const v1::Request& r) {
 }
 
 std::string ResultKey(const v1::Response& r) {
+  if (r.has_certify_key() || r.has_attach_key_cert()) {
+    const v1::KeyCertificateInfo& c = r.has_certify_key() ? r.certify_key() : r.attach_key_cert();
+    return c.key() + (c.serial().empty() ? "" : " serial:" + c.serial());
+  }
+  if (r.has_ssh_sign_certificate() && r.ssh_sign_certificate().serial() != 0) {
+    // The CA key ("name@version") and the certificate's serial and key id.
+    const v1::SshCertificateInfo& c = r.ssh_sign_certificate();
+    return c.key() + " ssh-serial:" + std::to_string(c.serial()) + " key-id:" + c.key_id();
+  }
   if (r.has_issue_certificate() && !r.issue_certificate().serial().empty()) {
     return "profile:" + r.issue_certificate().profile() +
            " serial:" + r.issue_certificate().serial();

@@ -1,9 +1,10 @@
 // Fuzz target: Policy::Parse on arbitrary text. A parsed policy is then
 // exercised through Check, CheckAdmin, RolesOf, the certificate profiles
 // (profiles, FindProfile, CheckProfile, ca_settings, with the invariants
-// validation promises) and the quorum queries (QuorumFor,
-// OfficersOfPrincipal, ForPolicyChange, DiffPolicies against itself), and the
-// input's halves through GlobMatch and ParsePolicyDuration, so that every
+// validation promises), the SSH profiles (CheckSshCertificate) and the quorum
+// queries (QuorumFor, OfficersOfPrincipal, ForPolicyChange, DiffPolicies
+// against itself), and the input's halves through GlobMatch,
+// SshPrincipalMatch and ParsePolicyDuration, so that every
 // entry point of policy/ sees hostile bytes. Dictionary: tests/fuzz/policy.dict.
 #include <chrono>
 #include <cstddef>
@@ -15,6 +16,7 @@
 #include "custos/policy/policy.h"
 #include "custos/policy/profile.h"
 #include "custos/policy/quorum.h"
+#include "custos/policy/ssh_profile.h"
 
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
   using namespace custos::policy;
@@ -92,6 +94,30 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
         (void)quorum.OfficersOfPrincipal(principal);
       }
     }
+    // SSH profiles: what validation promises, and every decision names a rule
+    // (an allowed one "ssh-profile:<name>", within the profile's bounds).
+    for (const SshProfile& p : policy.ssh_profiles()) {
+      if (p.name.empty() || p.keys.empty() || p.roles.empty() || !(p.user || p.host) ||
+          p.principals.empty() || p.max_principals > kSshMaxPrincipalsBound ||
+          p.default_validity.count() <= 0 || p.default_validity > p.max_validity) {
+        __builtin_trap();
+      }
+      for (const auto* principal : {"spiffe://dev.custos.test/issuer", "x"}) {
+        SshCertRequest r;
+        r.principal = principal;
+        r.key_name = "ssh-ca";
+        r.profile = p.name;
+        r.kind = p.user ? SshCertKind::kUser : SshCertKind::kHost;
+        r.principals = {"alice", "web.dev.custos.test"};
+        SshCertGrant grant;
+        const Decision d = policy.CheckSshCertificate(r, &grant);
+        if (d.rule.empty() || d.reason.empty()) __builtin_trap();
+        if (d.allowed && (d.rule != "ssh-profile:" + p.name || grant.validity > p.max_validity)) {
+          __builtin_trap();
+        }
+        for (const auto& pattern : p.principals) (void)SshPrincipalMatch(pattern, principal);
+      }
+    }
     // A policy compared with itself: no change, and a change needs only the
     // POLICY_CHANGE rules.
     if (!DiffPolicies(policy, policy).empty()) __builtin_trap();
@@ -102,6 +128,7 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
 
   const std::size_t half = size / 2;
   (void)GlobMatch(text.substr(0, half), text.substr(half));
+  (void)SshPrincipalMatch(text.substr(0, half), text.substr(half));
   std::chrono::seconds duration{0};
   if (ParsePolicyDuration(text.substr(half), &duration) &&
       (duration.count() < 0 || duration.count() > 100LL * 365 * 86400)) {

@@ -113,6 +113,47 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
       break;
     case custos::v1::Request::kListCas:
       break;
+    case custos::v1::Request::kSshSignCertificate: {
+      const auto& r = request.ssh_sign_certificate();
+      Touch(r.key());
+      Touch(r.public_key());
+      Touch(r.cert_type());
+      for (const auto& p : r.principals()) Touch(p);
+      sink += r.validity_seconds();
+      Touch(r.key_id());
+      Touch(r.force_command());
+      Touch(r.source_address());
+      for (const auto& e : r.extensions()) Touch(e);
+      Touch(r.profile());
+      break;
+    }
+    case custos::v1::Request::kSignSshsig:
+      Touch(request.sign_sshsig().key());
+      Touch(request.sign_sshsig().namespace_());
+      Touch(request.sign_sshsig().sha512_digest());
+      Touch(request.sign_sshsig().file_name());
+      break;
+    case custos::v1::Request::kListSshCertificates:
+      Touch(request.list_ssh_certificates().key());
+      Touch(request.list_ssh_certificates().requester());
+      break;
+    case custos::v1::Request::kSignCms:
+      Touch(request.sign_cms().key());
+      Touch(request.sign_cms().digest_algorithm());
+      Touch(request.sign_cms().digest());
+      Touch(request.sign_cms().file_name());
+      break;
+    case custos::v1::Request::kCertifyKey:
+      Touch(request.certify_key().key());
+      Touch(request.certify_key().profile());
+      Touch(request.certify_key().subject());
+      for (const auto& san : request.certify_key().sans()) Touch(san);
+      break;
+    case custos::v1::Request::kAttachKeyCert:
+      Touch(request.attach_key_cert().key());
+      Touch(request.attach_key_cert().cert_der());
+      for (const auto& c : request.attach_key_cert().chain_der()) Touch(c);
+      break;
     case custos::v1::Request::kGetCa:
       Touch(request.get_ca().name());
       break;

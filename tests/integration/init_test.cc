@@ -224,7 +224,9 @@ TEST(CustosInit, StarterPolicyHasTheCertificateProfiles) {
 
   const policy::CertProfile* code = p.FindProfile("code-signing");
   ASSERT_NE(code, nullptr);
-  EXPECT_EQ(code->ext_key_usages, std::vector<std::string>{"1.3.6.1.5.5.7.3.3"});
+  // codeSigning, and emailProtection for openssl cms -verify's S/MIME purpose.
+  EXPECT_EQ(code->ext_key_usages,
+            (std::vector<std::string>{"1.3.6.1.5.5.7.3.3", "1.3.6.1.5.5.7.3.4"}));
   EXPECT_EQ(code->roles, std::vector<std::string>{"admin"});
 
   EXPECT_EQ(p.ca_settings().crl_validity, std::chrono::hours(24 * 7));

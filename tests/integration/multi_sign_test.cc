@@ -341,6 +341,57 @@ TEST_F(MultiSign, QuorumKeyReportsPendingRequest) {
   for (const auto& f : files) EXPECT_FALSE(std::filesystem::exists(f + ".sig"));
 }
 
+// --wait: the batch held for approval is waited for, and once two officers
+// approve, every file's signature is written and verifies.
+TEST_F(MultiSign, QuorumKeyWithWaitWritesSignaturesAfterApproval) {
+  Deployment& d = *deployment_;
+  CommandResult create = d.Custos(
+      "admin", {"keys", "create", "release-msw", "--type", "ec-p256", "--usage", "code-signing"});
+  ASSERT_EQ(create.exit_code, 0) << Dump(create);
+  TempDir work;
+  const std::string pub = work.path() + "/release-msw.pem";
+  ASSERT_EQ(d.Custos("builder", {"keys", "pubkey", "release-msw", "--out", pub}).exit_code, 0);
+  std::vector<std::string> files = MakeFiles(work.path(), 5);
+  std::vector<std::string> args = {"sign", "--key",  "release-msw", "--wait",
+                                   "90s",  "--note", "nightly"};
+  args.insert(args.end(), files.begin(), files.end());
+  CommandResult signing;
+  std::thread signer([&] { signing = d.Custos("builder", args); });
+
+  // Find the request the command is waiting on, then approve it twice.
+  std::string id;
+  for (int i = 0; i < 150 && id.empty(); ++i) {
+    // Other tests here leave requests of their own: take the one for this key.
+    CommandResult list = d.Custos("builder", {"request", "list", "--json"});
+    for (auto at = list.out.find("\"id\":\"rq-"); at != std::string::npos && id.empty();) {
+      const auto next = list.out.find("\"id\":\"rq-", at + 1);
+      const std::string entry =
+          list.out.substr(at, next == std::string::npos ? std::string::npos : next - at);
+      if (entry.find("release-msw") != std::string::npos) {
+        id = entry.substr(6, entry.find('"', 6) - 6);
+      }
+      at = next;
+    }
+    if (id.empty()) std::this_thread::sleep_for(std::chrono::milliseconds(200));
+  }
+  ASSERT_FALSE(id.empty()) << "no pending request appeared";
+  for (const char* officer : {"alice", "bob"}) {
+    CommandResult vote = d.Officer(officer, {"approve", id, "--yes"});
+    EXPECT_EQ(vote.exit_code, 0) << officer << ": " << Dump(vote);
+  }
+  signer.join();
+  EXPECT_EQ(signing.exit_code, 0) << Dump(signing);
+  EXPECT_NE(signing.err.find(id + " needs approval; waiting up to 90s"), std::string::npos)
+      << Dump(signing);
+  EXPECT_NE(signing.out.find("signed 5 of 5 files with release-msw@1"), std::string::npos)
+      << Dump(signing);
+  // One pending request for the whole run, not one per batch.
+  EXPECT_EQ(Count(signing.err, "needs approval"), 1u) << Dump(signing);
+  for (const auto& f : files) {
+    EXPECT_EQ(OpensslVerify(pub, f, f + ".sig").exit_code, 0) << f;
+  }
+}
+
 TEST_F(MultiSign, UsageErrors) {
   Deployment& d = *deployment_;
   CommandResult none = d.Custos("builder", {"sign", "--key", kKey, "--files-from", "/dev/null"});

@@ -37,7 +37,8 @@ TEST_F(ConfigTest, LoadsAllKeysAndResolvesRelativePaths) {
                                  "key = /abs/builder.key\n"
                                  "ca = ca.pem\n"
                                  "server-name = custosd.local\n"
-                                 "timeout-ms = 1500\n");
+                                 "timeout-ms = 1500\n"
+                                 "retries = 5\n");
   auto config = LoadClientConfig(path);
   ASSERT_TRUE(config.ok()) << config.error().message();
   EXPECT_EQ(config->server, "127.0.0.1:7443");
@@ -46,6 +47,7 @@ TEST_F(ConfigTest, LoadsAllKeysAndResolvesRelativePaths) {
   EXPECT_EQ(config->ca, dir_ + "/ca.pem");
   EXPECT_EQ(config->server_name, "custosd.local");
   EXPECT_EQ(config->request_timeout.count(), 1500);
+  EXPECT_EQ(config->retries, 5);
   EXPECT_TRUE(ValidateClientConfig(*config).ok());
 }
 
@@ -60,6 +62,9 @@ TEST_F(ConfigTest, ErrorsNameTheProblem) {
       {"server = a:1\n[tls]\ncert = x\n", "unknown key 'tls.cert'"},
       {"timeout-ms = soon\n", "timeout-ms"},
       {"timeout-ms = 0\n", "timeout-ms must be > 0"},
+      {"retries = 101\n", "retries must be 0 to 100"},
+      {"retries = -2\n", "retries must be 0 to 100"},
+      {"retries = many\n", "retries"},
       {"server\n", "c.conf"},
       {"server = a:1\nserver = b:2\n", "server"},
   };

@@ -187,7 +187,7 @@ TEST_F(SignManyBinary, UsageErrorsExitTwoWithOneLine) {
   const std::vector<Case> cases = {
       {"sign a b", "usage: custos sign --key NAME[@V]"},
       {"sign --key k --in a --out a.sig b", "--in/--out sign one file"},
-      {"sign --key k --wait 1m a b", "--wait applies to signing one file"},
+      {"sign --key k --wait soon a b", "--wait"},
       {"sign --key k --manifest M --out-dir D a", "it does not take --out-dir"},
       {"sign --key k --files-from /dev/null", "no files to sign"},
       {"sign --key k --out-dir " + dir_ + " x/a y/a", "refusing to sign: x/a and y/a both sign to"},

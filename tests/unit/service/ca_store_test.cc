@@ -194,11 +194,12 @@ TEST_F(CaStoreTest, UpgradesASchema2Database) {
     auto fresh = KeyStore::Open(path);
     ASSERT_TRUE(fresh.ok());
   }
-  // Back to schema 2: without the CA tables.
+  // Back to schema 2: without the CA tables (3) and the code-signing ones (4).
   sqlite3* db = nullptr;
   ASSERT_EQ(sqlite3_open(path.c_str(), &db), SQLITE_OK);
   ASSERT_EQ(sqlite3_exec(db,
                          "DROP TABLE cas; DROP TABLE certificates; DROP TABLE crls; "
+                         "DROP TABLE ssh_certificates; DROP TABLE key_certificates; "
                          "PRAGMA user_version=2;",
                          nullptr, nullptr, nullptr),
             SQLITE_OK);

@@ -187,6 +187,18 @@ class SigningCore final : public RequestHandler {
 
   // CA back-end (ca_core.cc): requests 50-59.
   struct LoadedCa;
+  // SSH certificates and SSHSIG (ssh_core.cc).
+  void HandleSsh(std::string_view principal, const custos::v1::Request& request,
+                 custos::v1::Response& resp);
+  // CMS signatures and certificates attached to keys (cms_core.cc).
+  void HandleCms(std::string_view principal, const custos::v1::Request& request,
+                 custos::v1::Response& resp);
+  void HandleSignCms(std::string_view principal, const custos::v1::Request& request,
+                     custos::v1::Response& resp);
+  void HandleCertifyKey(std::string_view principal, const custos::v1::Request& request,
+                        custos::v1::Response& resp);
+  void HandleAttachKeyCert(std::string_view principal, const custos::v1::Request& request,
+                           custos::v1::Response& resp);
   void HandleCa(std::string_view principal, const custos::v1::Request& request,
                 custos::v1::Response& resp);
   void HandleCreateCa(std::string_view principal, const custos::v1::Request& request,

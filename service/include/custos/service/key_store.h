@@ -208,7 +208,7 @@ class KeyStore {
   static Result<std::unique_ptr<KeyStore>> Open(const std::string& path);
 
   // The schema version this build writes.
-  static constexpr int kSchemaVersion = 3;
+  static constexpr int kSchemaVersion = 4;
   ~KeyStore();
   KeyStore(const KeyStore&) = delete;
   KeyStore& operator=(const KeyStore&) = delete;
@@ -282,6 +282,52 @@ class KeyStore {
   // Stores a CA's new CRL. False, nothing written, unless its number is
   // greater than the stored one's: CRL numbers only increase.
   Result<bool> PutCrl(const CrlRecord& crl);
+
+  // --- SSH certificates (schema 4; ssh_core.cc). ---
+
+  // One OpenSSH certificate an ssh-ca key signed (table ssh_certificates).
+  struct SshCertificateRecord {
+    std::string ca_key;  // "name@version"
+    std::uint64_t serial = 0;
+    std::string key_id;
+    std::string cert_type;  // "user" or "host"
+    std::vector<std::string> principals;
+    std::int64_t valid_after = 0;
+    std::int64_t valid_before = 0;
+    std::string requester;
+    std::string profile;
+    std::string subject_fingerprint;  // "SHA256:..."
+    std::string certificate;          // the certificate line
+    std::int64_t issued_at = 0;
+  };
+  // Stores a certificate. False, nothing written, when the CA key (name,
+  // any version) already used the serial.
+  Result<bool> InsertSshCertificate(const SshCertificateRecord& cert);
+  // True if CA key `ca_name` (any version) has used `serial`.
+  Result<bool> SshSerialExists(std::string_view ca_name, std::uint64_t serial);
+  // Certificates of CA key `ca_name` (any version; empty: all) requested by
+  // `requester` (empty: anyone), ordered by issued_at then serial.
+  Result<std::vector<SshCertificateRecord>> ListSshCertificates(std::string_view ca_name,
+                                                                std::string_view requester);
+
+  // --- Certificates attached to signing keys (schema 4; cms_core.cc). ---
+
+  // The certificate of one key version (table key_certificates).
+  struct KeyCertificate {
+    std::string key;
+    std::uint32_t version = 0;
+    std::vector<std::uint8_t> cert_der;
+    // The chain above it, nearest first (DER); may be empty.
+    std::vector<std::vector<std::uint8_t>> chain;
+    std::string source;  // "custos" (keys certify) or "imported" (keys attach-cert)
+    std::int64_t attached_at = 0;
+  };
+  // Attaches `cert` to its key version, replacing an earlier one. With
+  // `issued` (a Custos CA issued it), that inventory row is inserted in the
+  // same transaction; a taken serial fails the whole change.
+  Result<bool> PutKeyCertificate(const KeyCertificate& cert, const CertificateRecord* issued);
+  Result<std::optional<KeyCertificate>> GetKeyCertificate(std::string_view key,
+                                                          std::uint32_t version);
 
  private:
   struct Impl;
