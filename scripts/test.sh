@@ -23,14 +23,21 @@ if [ ${#SOURCES[@]} -gt 0 ]; then
   clang-format --dry-run --Werror "${SOURCES[@]}"
 fi
 
-stage "build (RelWithDebInfo)"
-scripts/build.sh "$ROOT/build"
+# Debug information is most of the compile time here (core.cc: 7.8 s at -O2,
+# 11.6 s with -g1, 17.8 s with -g), and CI builds everything three times: the
+# optimised stage is built without it, the sanitizer stages with line tables
+# only (-g1, enough for file:line in their reports). Applies when the build
+# directory is configured for the first time, as in CI.
+stage "build (RelWithDebInfo, -O2 without debug info)"
+scripts/build.sh "$ROOT/build" -DCMAKE_CXX_FLAGS_RELWITHDEBINFO="-O2 -DNDEBUG" \
+  -DCMAKE_C_FLAGS_RELWITHDEBINFO="-O2 -DNDEBUG"
 stage "tests (RelWithDebInfo)"
 (cd build && ctest --output-on-failure -j "$JOBS" --timeout 300)
 
 if [ "${CUSTOS_TEST_SKIP_ASAN:-0}" != "1" ]; then
   stage "build (ASan+UBSan)"
-  scripts/build.sh "$ROOT/build-asan" -DCUSTOS_SANITIZE=ON -DCMAKE_BUILD_TYPE=Debug
+  scripts/build.sh "$ROOT/build-asan" -DCUSTOS_SANITIZE=ON -DCMAKE_BUILD_TYPE=Debug \
+    -DCMAKE_CXX_FLAGS_DEBUG="-O0 -g1" -DCMAKE_C_FLAGS_DEBUG="-O0 -g1"
   stage "tests (ASan+UBSan)"
   export ASAN_OPTIONS="detect_leaks=1:abort_on_error=1:strict_string_checks=1"
   # Full unwinding so that suppressions match leaks inside SoftHSM (EdDSA sign:
@@ -48,6 +55,7 @@ if [ "${CUSTOS_TEST_SKIP_FUZZ:-0}" != "1" ]; then
   if [ ! -f build-fuzz/CMakeCache.txt ]; then
     cmake -S . -B build-fuzz -G Ninja -DCMAKE_BUILD_TYPE=Debug -DCUSTOS_FUZZ=ON \
       -DCUSTOS_SANITIZE=ON -DCUSTOS_WERROR=OFF \
+      -DCMAKE_CXX_FLAGS_DEBUG="-O1 -g1" -DCMAKE_C_FLAGS_DEBUG="-O1 -g1" \
       -DCMAKE_C_COMPILER=clang -DCMAKE_CXX_COMPILER=clang++
   fi
   # Only the fuzz targets and what they link: the rest is tested above.
