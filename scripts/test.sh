@@ -2,11 +2,11 @@
 # Installs what is missing, builds, and runs every test:
 #   1. the normal build: unit, integration (real custosd + real SoftHSM) and
 #      interop tests (openssl, pkcs11-tool as verifiers), fuzz regression replays;
-#   2. the same tests built with AddressSanitizer + UndefinedBehaviorSanitizer;
-#   3. libFuzzer targets (clang), each run briefly;
+#   2. the same tests built with clang, AddressSanitizer + UndefinedBehaviorSanitizer;
+#   3. libFuzzer targets from that same build, each run briefly;
 #   4. a clang-format check.
 # Environment: CUSTOS_TEST_SKIP_ASAN=1 / CUSTOS_TEST_SKIP_FUZZ=1 skip stages
-# (for quick local runs; CI runs everything). FUZZ_SECONDS (default 20).
+# (for quick local runs; CI runs everything). FUZZ_SECONDS (default 15).
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
@@ -34,10 +34,22 @@ scripts/build.sh "$ROOT/build" -DCMAKE_CXX_FLAGS_RELWITHDEBINFO="-O2 -DNDEBUG" \
 stage "tests (RelWithDebInfo)"
 (cd build && ctest --output-on-failure -j "$JOBS" --timeout 300)
 
+# One sanitizer build serves two stages: clang with ASan+UBSan, and libFuzzer's
+# coverage instrumentation on the libraries (CUSTOS_FUZZ), so the fuzz targets
+# link against the same objects the sanitizer tests ran. Libraries at -O1 (the
+# fuzzers' speed; clang -O1 also compiles faster than gcc -O0 with ASan), test
+# sources at -O0 (tests/CMakeLists.txt), line tables only (-g1).
+if [ "${CUSTOS_TEST_SKIP_ASAN:-0}" != "1" ] || [ "${CUSTOS_TEST_SKIP_FUZZ:-0}" != "1" ]; then
+  stage "build (clang, ASan+UBSan, libFuzzer coverage)"
+  if [ ! -f build-asan/CMakeCache.txt ]; then
+    cmake -S . -B build-asan -G Ninja -DCMAKE_BUILD_TYPE=Debug -DCUSTOS_SANITIZE=ON \
+      -DCUSTOS_FUZZ=ON -DCMAKE_C_COMPILER=clang -DCMAKE_CXX_COMPILER=clang++ \
+      -DCMAKE_CXX_FLAGS_DEBUG="-O1 -g1" -DCMAKE_C_FLAGS_DEBUG="-O1 -g1"
+  fi
+  cmake --build build-asan -j "$JOBS"
+fi
+
 if [ "${CUSTOS_TEST_SKIP_ASAN:-0}" != "1" ]; then
-  stage "build (ASan+UBSan)"
-  scripts/build.sh "$ROOT/build-asan" -DCUSTOS_SANITIZE=ON -DCMAKE_BUILD_TYPE=Debug \
-    -DCMAKE_CXX_FLAGS_DEBUG="-O0 -g1" -DCMAKE_C_FLAGS_DEBUG="-O0 -g1"
   stage "tests (ASan+UBSan)"
   export ASAN_OPTIONS="detect_leaks=1:abort_on_error=1:strict_string_checks=1"
   # Full unwinding so that suppressions match leaks inside SoftHSM (EdDSA sign:
@@ -50,26 +62,15 @@ if [ "${CUSTOS_TEST_SKIP_ASAN:-0}" != "1" ]; then
 fi
 
 if [ "${CUSTOS_TEST_SKIP_FUZZ:-0}" != "1" ]; then
-  stage "build (libFuzzer + ASan/UBSan, clang)"
-  FUZZ_TARGETS=$(cd tests/fuzz && ls *_fuzz.cc | sed 's/\.cc$//')
-  if [ ! -f build-fuzz/CMakeCache.txt ]; then
-    cmake -S . -B build-fuzz -G Ninja -DCMAKE_BUILD_TYPE=Debug -DCUSTOS_FUZZ=ON \
-      -DCUSTOS_SANITIZE=ON -DCUSTOS_WERROR=OFF \
-      -DCMAKE_CXX_FLAGS_DEBUG="-O1 -g1" -DCMAKE_C_FLAGS_DEBUG="-O1 -g1" \
-      -DCMAKE_C_COMPILER=clang -DCMAKE_CXX_COMPILER=clang++
-  fi
-  # Only the fuzz targets and what they link: the rest is tested above.
-  # shellcheck disable=SC2086
-  cmake --build build-fuzz -j "$JOBS" --target $FUZZ_TARGETS
-  stage "fuzzing (${FUZZ_SECONDS:-20}s per target)"
-  for fuzzer in build-fuzz/bin/*_fuzz; do
+  stage "fuzzing (${FUZZ_SECONDS:-15}s per target)"
+  for fuzzer in build-asan/bin/*_fuzz; do
     [ -x "$fuzzer" ] || continue
     name="$(basename "$fuzzer")"
     corpus="$(mktemp -d)"
     seeds="tests/fuzz/corpus/${name%_fuzz}"
     [ -d "$seeds" ] && cp -r "$seeds"/. "$corpus"/
     echo "fuzz: $name"
-    "$fuzzer" -max_total_time="${FUZZ_SECONDS:-20}" -print_final_stats=1 "$corpus" 2>&1 | tail -n 5
+    "$fuzzer" -max_total_time="${FUZZ_SECONDS:-15}" -print_final_stats=1 "$corpus" 2>&1 | tail -n 5
     rm -rf "$corpus"
   done
 fi

@@ -90,8 +90,8 @@ CREATE TABLE IF NOT EXISTS key_versions (
 // together with the user_version bump, so a crash leaves the old schema.
 constexpr const char* kMigrations[] = {
     // 0 -> 1: crypto-period and state-change time per version.
-    "ALTER TABLE key_versions ADD COLUMN expires_at INTEGER NOT NULL DEFAULT 0;"
-    "ALTER TABLE key_versions ADD COLUMN state_changed_at INTEGER NOT NULL DEFAULT 0;",
+    ("ALTER TABLE key_versions ADD COLUMN expires_at INTEGER NOT NULL DEFAULT 0;"
+     "ALTER TABLE key_versions ADD COLUMN state_changed_at INTEGER NOT NULL DEFAULT 0;"),
     // 1 -> 2: quorum (pending requests and votes) and versioned policies.
     R"sql(
 CREATE TABLE pending_requests (

@@ -422,6 +422,21 @@ TEST(OfficerCertificateView, KeysAndUnknownExtensionsAndHostileStrings) {
 // The payload is the server's: every mutation and truncation of a real TBS
 // either parses or is refused with a message, never crashes (run under
 // ASan/UBSan in the sanitizer build).
+// Under AddressSanitizer each parse costs ~20x more (the CI sanitizer stage spent
+// 50 s here): that build flips each byte with one mask, the normal build with
+// three; both truncate at every length.
+#if defined(__SANITIZE_ADDRESS__)
+constexpr bool kAllMasks = false;
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+constexpr bool kAllMasks = false;
+#else
+constexpr bool kAllMasks = true;
+#endif
+#else
+constexpr bool kAllMasks = true;
+#endif
+
 TEST(OfficerCertificateView, MutatedPayloadsNeverCrash) {
   Spec spec = LeafSpec();
   const Built built = Build(spec);
@@ -438,7 +453,8 @@ TEST(OfficerCertificateView, MutatedPayloadsNeverCrash) {
   };
   for (const std::string* der : {&built.tbs, &built.cert}) {
     for (std::size_t i = 0; i < der->size(); ++i) {
-      for (unsigned char x : {0x01, 0x80, 0xff}) {
+      for (unsigned char x : {0xff, 0x01, 0x80}) {
+        if (x != 0xff && !kAllMasks) break;
         std::string m = *der;
         m[i] = static_cast<char>(m[i] ^ x);
         count(m);
