@@ -5,12 +5,13 @@
 #include <openssl/pem.h>
 #include <openssl/ssl.h>
 #include <openssl/x509v3.h>
+#include <sys/resource.h>
+
+#include <csignal>
 
 #include <array>
 #include <atomic>
 #include <boost/asio.hpp>
-#include <boost/asio/ssl.hpp>
-#include <deque>
 #include <map>
 #include <mutex>
 #include <set>
@@ -20,11 +21,11 @@
 #include "custos/service/audit_log.h"
 #include "custos/v1/custos.pb.h"
 #include "request_info.h"
+#include "tls_socket.h"
 
 namespace custos::service {
 
 namespace asio = boost::asio;
-namespace ssl = boost::asio::ssl;
 namespace v1 = custos::v1;
 using tcp = asio::ip::tcp;
 using Clock = std::chrono::steady_clock;
@@ -125,6 +126,27 @@ v1::Response AuditRefusal(std::uint64_t id, const std::string& why) {
                        "audit log unavailable: " + why + "; refusing to act unrecorded", true);
 }
 
+// Each connection is a file descriptor: lift the soft limit on open files to
+// the hard limit (the default soft limit, 1024, would cap custosd far below
+// max-connections) and say so when even that is below max-connections.
+void RaiseOpenFileLimit(std::size_t max_connections, Logger& logger) {
+  struct rlimit lim {};
+  if (getrlimit(RLIMIT_NOFILE, &lim) != 0) return;
+  if (lim.rlim_cur < lim.rlim_max) {
+    struct rlimit raised = lim;
+    raised.rlim_cur = lim.rlim_max;
+    if (setrlimit(RLIMIT_NOFILE, &raised) == 0) lim = raised;
+  }
+  // Besides connections: the listener, the audit log, SQLite, the HSM module.
+  constexpr rlim_t kReserved = 64;
+  if (lim.rlim_cur != RLIM_INFINITY && lim.rlim_cur < max_connections + kReserved) {
+    LogLine(logger, LogLevel::kWarn, "open_file_limit")
+        .Unsigned("limit", lim.rlim_cur)
+        .Unsigned("max_connections", max_connections)
+        .Str("hint", "raise LimitNOFILE (systemd) or ulimit -Hn, or lower limits.max-connections");
+  }
+}
+
 }  // namespace
 
 class Connection;
@@ -134,7 +156,8 @@ struct Server::Impl {
   RequestHandler& handler;
   Logger& logger;
   asio::io_context ioc;
-  ssl::context tls{ssl::context::tls_server};
+  std::unique_ptr<SSL_CTX, decltype(&SSL_CTX_free)> tls{SSL_CTX_new(TLS_server_method()),
+                                                        &SSL_CTX_free};
   tcp::acceptor acceptor{ioc};
   asio::signal_set signals{ioc};
   asio::steady_timer drain_timer{ioc};
@@ -163,7 +186,7 @@ class Connection : public std::enable_shared_from_this<Connection> {
  public:
   Connection(Server::Impl& srv, tcp::socket socket, std::uint64_t id, std::string peer)
       : srv_(srv),
-        stream_(std::move(socket), srv.tls),
+        stream_(std::move(socket), srv.tls.get()),
         timer_(stream_.get_executor()),
         shutdown_timer_(stream_.get_executor()),
         decoder_(srv.opts.limits.max_frame_bytes),
@@ -203,15 +226,14 @@ class Connection : public std::enable_shared_from_this<Connection> {
           .Str("peer", self->peer_);
       self->Terminate("handshake timeout");
     });
-    stream_.async_handshake(ssl::stream_base::server,
-                            [self = shared_from_this()](error_code ec) { self->OnHandshake(ec); });
+    stream_.AsyncHandshake([self = shared_from_this()](TlsResult r) { self->OnHandshake(r); });
   }
 
-  void OnHandshake(error_code ec) {
+  void OnHandshake(const TlsResult& result) {
     if (closed_) return;
     timer_.cancel();
-    if (ec) {
-      std::string why = ec.message();
+    if (!result.ok()) {
+      std::string why = result.message;
       const long verify = SSL_get_verify_result(stream_.native_handle());
       if (verify != X509_V_OK) why += std::string(": ") + X509_verify_cert_error_string(verify);
       LogLine(srv_.logger, LogLevel::kInfo, "handshake_failed")
@@ -255,19 +277,19 @@ class Connection : public std::enable_shared_from_this<Connection> {
     if (inflight_ >= srv_.opts.limits.max_inflight_per_connection) return;  // backpressure
     if (buf_off_ < buf_len_) return;  // buffered bytes are processed first
     reading_ = true;
-    stream_.async_read_some(
-        asio::buffer(buf_),
-        [self = shared_from_this()](error_code ec, std::size_t n) { self->OnRead(ec, n); });
+    stream_.AsyncReadSome(buf_, [self = shared_from_this()](const TlsResult& r, std::size_t n) {
+      self->OnRead(r, n);
+    });
   }
 
-  void OnRead(error_code ec, std::size_t n) {
+  void OnRead(const TlsResult& result, std::size_t n) {
     reading_ = false;
     if (closed_) return;
     if (closing_) {
       MaybeFinishClose();
       return;
     }
-    if (ec) {
+    if (!result.ok()) {
       read_closed_ = true;
       if (decoder_.HasPartialFrame()) {
         LogLine(srv_.logger, LogLevel::kInfo, "protocol_error")
@@ -276,9 +298,9 @@ class Connection : public std::enable_shared_from_this<Connection> {
             .Str("principal", principal_)
             .Str("error", "connection ended inside a frame");
       }
-      close_reason_ = ec == asio::error::eof || ec == ssl::error::stream_truncated
+      close_reason_ = result.kind == TlsResult::kEof || result.kind == TlsResult::kTruncated
                           ? "peer closed"
-                          : "read error: " + ec.message();
+                          : "read error: " + result.message;
       if (inflight_ == 0 && pending_.empty() && !writing_) {
         Terminate(close_reason_);
       } else {
@@ -311,7 +333,7 @@ class Connection : public std::enable_shared_from_this<Connection> {
       }
       if (buf_off_ >= buf_len_) return;
       const std::size_t used =
-          decoder_.Feed(std::span<const std::uint8_t>(buf_.data() + buf_off_, buf_len_ - buf_off_));
+          decoder_.Feed(std::span<const std::uint8_t>(buf_.get() + buf_off_, buf_len_ - buf_off_));
       buf_off_ += used;
       if (used == 0) {
         // The decoder takes no bytes only while a frame waits in it; twice in
@@ -596,18 +618,16 @@ class Connection : public std::enable_shared_from_this<Connection> {
     out_requests_ = pending_requests_;
     pending_requests_ = 0;
     writing_ = true;
-    asio::async_write(
-        stream_, asio::buffer(out_),
-        [self = shared_from_this()](error_code ec, std::size_t) { self->OnWrite(ec); });
+    stream_.AsyncWrite(out_, [self = shared_from_this()](const TlsResult& r) { self->OnWrite(r); });
   }
 
-  void OnWrite(error_code ec) {
+  void OnWrite(const TlsResult& result) {
     writing_ = false;
     inflight_ -= out_requests_;
     out_requests_ = 0;
     if (closed_) return;
-    if (ec) {
-      Terminate("write error: " + ec.message());
+    if (!result.ok()) {
+      Terminate("write error: " + result.message);
       return;
     }
     if (closing_) {
@@ -669,8 +689,7 @@ class Connection : public std::enable_shared_from_this<Connection> {
     if (closed_ || shutting_down_) return;
     if (writing_ || !pending_.empty() || inflight_ != 0) return;
     if (reading_) {
-      error_code ignored;
-      stream_.lowest_layer().cancel(ignored);  // OnRead comes back here
+      stream_.Cancel();  // OnRead comes back here
       return;
     }
     shutting_down_ = true;
@@ -684,18 +703,16 @@ class Connection : public std::enable_shared_from_this<Connection> {
     shutdown_timer_.async_wait([self = shared_from_this()](error_code ec) {
       if (!ec) self->Terminate(self->close_reason_);
     });
-    stream_.async_shutdown(
-        [self = shared_from_this()](error_code) { self->Terminate(self->close_reason_); });
+    stream_.AsyncShutdown(
+        [self = shared_from_this()](const TlsResult&) { self->Terminate(self->close_reason_); });
   }
 
   void Terminate(const std::string& reason) {
     if (closed_) return;
     closed_ = true;
-    error_code ignored;
     timer_.cancel();
     shutdown_timer_.cancel();
-    stream_.lowest_layer().shutdown(tcp::socket::shutdown_both, ignored);
-    stream_.lowest_layer().close(ignored);
+    stream_.Close();
     {
       std::lock_guard<std::mutex> lock(srv_.mu);
       srv_.live.erase(id_);
@@ -713,14 +730,14 @@ class Connection : public std::enable_shared_from_this<Connection> {
   }
 
   Server::Impl& srv_;
-  ssl::stream<tcp::socket> stream_;
+  TlsSocket stream_;
   asio::steady_timer timer_;  // handshake, then idle deadline
   asio::steady_timer shutdown_timer_;
   client::FrameDecoder decoder_;
-  std::array<std::uint8_t, 16384> buf_{};
+  TlsSocket::ReadBuffer buf_;  // held only while bytes are arriving
   std::size_t buf_off_ = 0;
   std::size_t buf_len_ = 0;
-  std::deque<std::string> pending_;   // frames queued for writing
+  std::vector<std::string> pending_;  // frames queued for writing
   std::size_t pending_requests_ = 0;  // requests completed by pending_
   std::string out_;                   // the write in progress
   std::size_t out_requests_ = 0;
@@ -742,7 +759,8 @@ class Connection : public std::enable_shared_from_this<Connection> {
 };
 
 Result<void> Server::Impl::SetUpTls() {
-  SSL_CTX* ctx = tls.native_handle();
+  SSL_CTX* ctx = tls.get();
+  if (ctx == nullptr) return Error{"cannot create the TLS context: " + OpenSslError()};
   if (SSL_CTX_set_min_proto_version(ctx, TLS1_3_VERSION) != 1 ||
       SSL_CTX_set_max_proto_version(ctx, TLS1_3_VERSION) != 1) {
     return Error{"cannot restrict TLS to version 1.3: " + OpenSslError()};
@@ -750,24 +768,27 @@ Result<void> Server::Impl::SetUpTls() {
   SSL_CTX_set_options(ctx, SSL_OP_NO_TICKET | SSL_OP_NO_RENEGOTIATION | SSL_OP_NO_COMPRESSION);
   SSL_CTX_set_num_tickets(ctx, 0);
   SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_OFF);
-  error_code ec;
-  tls.use_certificate_chain_file(opts.tls.cert, ec);
-  if (ec) return Error{"cannot load TLS certificate chain " + opts.tls.cert + ": " + ec.message()};
-  tls.use_private_key_file(opts.tls.key, ssl::context::pem, ec);
-  if (ec) return Error{"cannot load TLS private key " + opts.tls.key + ": " + ec.message()};
+  // Idle connections give their record buffers back (see tls_socket.h).
+  SSL_CTX_set_mode(ctx, SSL_MODE_RELEASE_BUFFERS);
+  ERR_clear_error();
+  if (SSL_CTX_use_certificate_chain_file(ctx, opts.tls.cert.c_str()) != 1) {
+    return Error{"cannot load TLS certificate chain " + opts.tls.cert + ": " + OpenSslError()};
+  }
+  if (SSL_CTX_use_PrivateKey_file(ctx, opts.tls.key.c_str(), SSL_FILETYPE_PEM) != 1) {
+    return Error{"cannot load TLS private key " + opts.tls.key + ": " + OpenSslError()};
+  }
   if (SSL_CTX_check_private_key(ctx) != 1) {
     return Error{"TLS private key " + opts.tls.key + " does not match certificate " +
                  opts.tls.cert};
   }
-  tls.load_verify_file(opts.tls.client_ca, ec);
-  if (ec) {
-    return Error{"cannot load client CA " + opts.tls.client_ca + ": " + ec.message()};
+  if (SSL_CTX_load_verify_locations(ctx, opts.tls.client_ca.c_str(), nullptr) != 1) {
+    return Error{"cannot load client CA " + opts.tls.client_ca + ": " + OpenSslError()};
   }
   if (STACK_OF(X509_NAME)* cas = SSL_load_client_CA_file(opts.tls.client_ca.c_str())) {
     SSL_CTX_set_client_CA_list(ctx, cas);
   }
   ERR_clear_error();
-  tls.set_verify_mode(ssl::verify_peer | ssl::verify_fail_if_no_peer_cert);
+  SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER | SSL_VERIFY_FAIL_IF_NO_PEER_CERT, nullptr);
   if (!opts.tls.crl.empty()) {
     BIO* bio = BIO_new_file(opts.tls.crl.c_str(), "r");
     if (!bio) return Error{"cannot read CRL " + opts.tls.crl + ": " + OpenSslError()};
@@ -904,6 +925,10 @@ Result<std::unique_ptr<Server>> Server::Create(ServerOptions options, RequestHan
   if (options.workers == 0 || options.io_threads == 0) {
     return Error{"server needs at least one worker and one I/O thread"};
   }
+  // OpenSSL writes to the sockets itself (tls_socket.h), without MSG_NOSIGNAL:
+  // a peer that closes mid-write must give EPIPE, not kill the process.
+  std::signal(SIGPIPE, SIG_IGN);
+  RaiseOpenFileLimit(options.limits.max_connections, logger);
   auto impl = std::make_unique<Impl>(std::move(options), handler, logger);
   if (auto r = impl->SetUpTls(); !r) return Error{r.error()};
   if (auto r = impl->Listen(); !r) return Error{r.error()};

@@ -1,4 +1,4 @@
-// custosd's network side: a TLS 1.3 listener (Boost.Asio + asio::ssl) that
+// custosd's network side: a TLS 1.3 listener (Boost.Asio + OpenSSL) that
 // authenticates clients by certificate, reads framed Requests, hands them to a
 // RequestHandler on a worker pool and writes the Responses back in completion
 // order. It holds no secret beyond its TLS key and knows nothing of PKCS#11 or
