@@ -603,10 +603,19 @@ class Connection : public std::enable_shared_from_this<Connection> {
     Enqueue(client::EncodeFrame(resp), /*completes_request=*/true);
   }
 
+  // Writes are deferred by one turn of the strand: the audit writer completes
+  // a group of records at once, and the responses it posts for this
+  // connection then leave in one SSL_write (one TLS record, one syscall) on
+  // both sides, instead of one each.
   void Enqueue(std::string frame, bool completes_request) {
     pending_.push_back(std::move(frame));
     if (completes_request) ++pending_requests_;
-    WriteNext();
+    if (flush_posted_ || writing_) return;
+    flush_posted_ = true;
+    asio::post(stream_.get_executor(), [self = shared_from_this()] {
+      self->flush_posted_ = false;
+      self->WriteNext();
+    });
   }
 
   void WriteNext() {
@@ -747,6 +756,7 @@ class Connection : public std::enable_shared_from_this<Connection> {
   bool handshake_done_ = false;
   bool reading_ = false;
   bool writing_ = false;
+  bool flush_posted_ = false;  // a WriteNext() is queued on the strand
   bool read_closed_ = false;
   bool draining_ = false;
   bool closing_ = false;
