@@ -1,391 +1,321 @@
 // custos-bench: how close custosd comes to the HSM's own signing rate.
 //
-// In one run, on the same token and the same key, it measures
+// Default suite: in one run, on the same token and the same key, it measures
 //   1. raw: PKCS#11 signing in this process through pkcs11/ (the HSM limit),
 //   2. single: single-digest requests through custosd over mutual TLS, many
 //      in flight over several connections,
 //   3. batch: batched requests through custosd,
 // and prints rate, p50/p99 latency and the ratio service/raw.
 //
-//   custos-bench --dir var/dev [--spawn] [--key-type ec-p256] [--seconds 5]
+// --suite full (needs --spawn) adds, in the same run: an open-loop single row
+// at half the closed-loop rate, raw vs. single for RSA-2048 and Ed25519, the
+// p11-kit forwarding peer, 10,000 idle mutual-TLS connections with custosd's
+// resident memory, and the audit log on disk vs. on tmpfs (docs/BENCHMARKS.md,
+// "Issue 7", describes every row).
+//
+//   custos-bench --dir var/dev [--spawn] [--suite full] [--seconds 5] [--json]
 //
 // --dir is a deployment made by `custos-init dev`; --spawn starts custosd from
 // it (and stops it afterwards) instead of using one that is already running.
 #include <signal.h>
-#include <sys/wait.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
+#include <sys/statfs.h>
 #include <unistd.h>
 
-#include <openssl/rand.h>
 #include <algorithm>
-#include <atomic>
 #include <boost/program_options.hpp>
-#include <chrono>
-#include <condition_variable>
 #include <cstdio>
+#include <ctime>
 #include <filesystem>
 #include <fstream>
 #include <iostream>
-#include <mutex>
-#include <string>
+#include <map>
 #include <thread>
-#include <vector>
 
-#include "custos/client/client.h"
-#include "custos/client/config.h"
-#include "custos/pkcs11/secret.h"
-#include "custos/pkcs11/token.h"
+#include "bench.h"
+
+#ifndef CUSTOS_BENCH_BUILD_TYPE
+#define CUSTOS_BENCH_BUILD_TYPE "unknown"
+#endif
 
 namespace po = boost::program_options;
 namespace fs = std::filesystem;
-using Clock = std::chrono::steady_clock;
+using namespace custos::bench;
 
 namespace {
 
-struct Options {
-  std::string dir;
-  std::string module = "/usr/lib/softhsm/libsofthsm2.so";
-  std::string token = "pkcs11:token=custos-dev";
-  std::string key_type = "ec-p256";
-  std::string algorithm;  // derived from the key type when empty
-  double seconds = 5;
-  int threads = 2;  // raw signing threads
-  int connections = 8;
-  int in_flight = 8;  // per connection
-  int batch = 64;
-  int batch_in_flight = 2;  // batches per connection
-  bool spawn = false;
-  bool json = false;
-};
-
-struct Row {
-  std::string name;
-  std::string mode;
-  double rate = 0;  // signatures per second
-  double p50_ms = 0;
-  double p99_ms = 0;
-  double ratio = 0;  // rate / raw rate
-  long errors = 0;
-};
-
-double Percentile(std::vector<double>& v, double p) {
-  if (v.empty()) return 0;
-  std::sort(v.begin(), v.end());
-  std::size_t i = static_cast<std::size_t>(p * static_cast<double>(v.size() - 1));
-  return v[i];
-}
-
-std::string DefaultAlgorithm(const std::string& key_type) {
-  if (key_type == "ec-p256") return "ecdsa-p256-sha256";
-  if (key_type == "ec-p384") return "ecdsa-p384-sha384";
-  if (key_type == "ed25519") return "ed25519";
-  return "rsa-pkcs1-sha256";
-}
-
-std::size_t DigestSize(const std::string& algorithm) {
-  if (algorithm.find("sha384") != std::string::npos) return 48;
-  if (algorithm.find("sha512") != std::string::npos) return 64;
-  if (algorithm == "ed25519") return 64;  // a 64-byte message
-  return 32;
-}
-
-std::string RandomBytes(std::size_t n) {
-  std::string s(n, '\0');
-  RAND_bytes(reinterpret_cast<unsigned char*>(s.data()), static_cast<int>(n));
-  return s;
-}
-
-[[noreturn]] void Die(const std::string& message) {
-  std::cerr << "custos-bench: " << message << "\n";
-  std::exit(1);
-}
-
-custos::client::ClientConfig LoadConfig(const Options& o, const std::string& who) {
-  auto config = custos::client::LoadClientConfig(o.dir + "/clients/" + who + ".conf");
-  if (!config.ok()) Die(config.error().message());
-  config->max_in_flight = static_cast<std::size_t>(std::max(o.in_flight, o.batch_in_flight));
-  return config.value();
-}
-
-custos::v1::Response MustCall(custos::client::Client& client, custos::v1::Request request) {
-  auto r = client.Call(std::move(request));
-  if (!r.ok()) Die(r.error().message());
-  return r.value();
-}
-
-// The key custosd signs with; created through custosd (as admin) if absent.
-struct BenchKey {
-  std::string name;
-  std::string token_label;
-  std::vector<std::uint8_t> token_id;
-  std::vector<std::uint8_t> spki;
-};
-
-std::vector<std::uint8_t> FromHex(const std::string& hex) {
-  std::vector<std::uint8_t> out;
-  for (std::size_t i = 0; i + 1 < hex.size(); i += 2) {
-    out.push_back(static_cast<std::uint8_t>(std::stoi(hex.substr(i, 2), nullptr, 16)));
+std::string Json(const std::string& s) {
+  std::string out = "\"";
+  for (char ch : s) {
+    const auto c = static_cast<unsigned char>(ch);
+    if (c == '"' || c == '\\') {
+      out += '\\';
+      out += ch;
+    } else if (c < 0x20) {
+      char buf[8];
+      std::snprintf(buf, sizeof buf, "\\u%04x", c);
+      out += buf;
+    } else {
+      out += ch;
+    }
   }
+  return out + "\"";
+}
+
+std::string Number(std::optional<double> v, const char* format = "%.3f") {
+  if (!v) return "null";
+  char buf[64];
+  std::snprintf(buf, sizeof buf, format, *v);
+  return buf;
+}
+
+std::string CpuModel() {
+  std::ifstream in("/proc/cpuinfo");
+  std::string line;
+  while (std::getline(in, line)) {
+    if (line.rfind("model name", 0) == 0) {
+      const auto colon = line.find(':');
+      if (colon != std::string::npos) return line.substr(line.find_first_not_of(' ', colon + 1));
+    }
+  }
+  return "unknown CPU";
+}
+
+std::string CommandOutput(const std::string& command) {
+  std::string out;
+  if (FILE* p = ::popen(command.c_str(), "r")) {
+    char buf[256];
+    while (std::fgets(buf, sizeof buf, p) != nullptr) out += buf;
+    ::pclose(p);
+  }
+  while (!out.empty() && (out.back() == '\n' || out.back() == '\r')) out.pop_back();
   return out;
 }
 
-BenchKey EnsureKey(const Options& o) {
-  auto admin = custos::client::Client::Connect(LoadConfig(o, "admin"));
-  if (!admin.ok()) Die(admin.error().message());
-  BenchKey key;
-  key.name = "bench-" + o.key_type;
-  custos::v1::Request create;
-  create.mutable_create_key()->set_name(key.name);
-  create.mutable_create_key()->set_key_type(o.key_type);
-  create.mutable_create_key()->set_usage("code-signing");
-  auto created = MustCall(**admin, create);
-  if (created.status().code() != custos::v1::OK &&
-      created.status().code() != custos::v1::ALREADY_EXISTS) {
-    Die("cannot create " + key.name + ": " + created.status().message());
-  }
-  custos::v1::Request get;
-  get.mutable_get_key()->set_key(key.name);
-  auto info = MustCall(**admin, get);
-  if (info.status().code() != custos::v1::OK) Die(info.status().message());
-  for (const auto& v : info.get_key().versions()) {
-    if (v.version() == info.get_key().active_version()) {
-      key.token_label = v.token_label();
-      key.token_id = FromHex(v.token_id());
-    }
-  }
-  custos::v1::Request pub;
-  pub.mutable_get_public_key()->set_key(key.name);
-  auto p = MustCall(**admin, pub);
-  if (p.status().code() != custos::v1::OK) Die(p.status().message());
-  key.spki.assign(p.get_public_key().spki_der().begin(), p.get_public_key().spki_der().end());
-  return key;
+std::string HsmVersion(const Options& o) {
+  if (o.module.find("softhsm") == std::string::npos) return o.module;
+  const std::string v = CommandOutput("softhsm2-util --version 2>/dev/null");
+  return "SoftHSM " + (v.empty() ? std::string("(softhsm2-util --version failed)") : v);
 }
 
-Row RunRaw(const Options& o, const BenchKey& key) {
-  custos::pkcs11::TokenConfig config;
-  config.module_path = o.module;
-  config.token = o.token;
-  auto pin = custos::pkcs11::ReadPinFile(o.dir + "/secrets/user.pin");
-  if (!pin.ok()) Die(pin.error().message());
-  config.pin = std::move(pin.value());
-  config.max_sessions = static_cast<std::size_t>(o.threads);
-  auto token = custos::pkcs11::Token::Open(std::move(config));
-  if (!token.ok()) Die("cannot open the token: " + token.error().message());
-  auto ref = (*token)->FindKey(key.token_label, key.token_id);
-  if (!ref.ok()) Die("cannot find " + key.token_label + ": " + ref.error().message());
-  if (ref->spki_der != key.spki) Die("the token key does not match custosd's public key");
-  auto alg = custos::pkcs11::ParseSignAlgorithm(o.algorithm);
-  if (!alg) Die("unknown algorithm " + o.algorithm);
-
-  std::atomic<bool> stop{false};
-  std::atomic<long> errors{0};
-  std::vector<std::vector<double>> latencies(static_cast<std::size_t>(o.threads));
-  std::vector<std::thread> workers;
-  const auto start = Clock::now();
-  for (int t = 0; t < o.threads; ++t) {
-    workers.emplace_back([&, t] {
-      const std::string input = RandomBytes(DigestSize(o.algorithm));
-      std::span<const std::uint8_t> span(reinterpret_cast<const std::uint8_t*>(input.data()),
-                                         input.size());
-      auto& lat = latencies[static_cast<std::size_t>(t)];
-      while (!stop.load(std::memory_order_relaxed)) {
-        const auto t0 = Clock::now();
-        auto sig = (*token)->Sign(ref.value(), *alg, span);
-        if (!sig.ok()) {
-          errors.fetch_add(1);
-          continue;
-        }
-        lat.push_back(std::chrono::duration<double, std::milli>(Clock::now() - t0).count());
-      }
-    });
-  }
-  std::this_thread::sleep_for(std::chrono::duration<double>(o.seconds));
-  stop = true;
-  for (auto& w : workers) w.join();
-  const double elapsed = std::chrono::duration<double>(Clock::now() - start).count();
-  std::vector<double> all;
-  for (auto& l : latencies) all.insert(all.end(), l.begin(), l.end());
-  Row row;
-  row.name = "raw pkcs11, " + std::to_string(o.threads) + " threads";
-  row.mode = "raw";
-  row.rate = static_cast<double>(all.size()) / elapsed;
-  row.p50_ms = Percentile(all, 0.50);
-  row.p99_ms = Percentile(all, 0.99);
-  row.ratio = 1.0;
-  row.errors = errors.load();
-  return row;
+std::string UtcNow() {
+  const std::time_t t = std::time(nullptr);
+  std::tm tm{};
+  gmtime_r(&t, &tm);
+  char buf[32];
+  std::strftime(buf, sizeof buf, "%Y-%m-%d %H:%M:%S UTC", &tm);
+  return buf;
 }
 
-// Keeps `depth` requests in flight on each of `connections` clients for the
-// configured time; each request carries `items` digests (0: a single sign).
-Row RunService(const Options& o, const std::string& key, int connections, int depth, int items) {
-  struct Conn {
-    std::unique_ptr<custos::client::Client> client;
-    std::mutex mu;
-    std::vector<double> latencies;
-  };
-  std::vector<std::unique_ptr<Conn>> conns;
-  for (int i = 0; i < connections; ++i) {
-    auto c = custos::client::Client::Connect(LoadConfig(o, "builder"));
-    if (!c.ok()) Die(c.error().message());
-    auto conn = std::make_unique<Conn>();
-    conn->client = std::move(c.value());
-    conns.push_back(std::move(conn));
-  }
-  const std::string payload = RandomBytes(DigestSize(o.algorithm));
-  auto make_request = [&]() {
-    custos::v1::Request r;
-    if (items == 0) {
-      auto* s = r.mutable_sign();
-      s->set_key(key);
-      s->set_algorithm(o.algorithm);
-      if (o.algorithm == "ed25519") {
-        s->set_message(payload);
-      } else {
-        s->set_digest(payload);
-      }
-    } else {
-      auto* b = r.mutable_sign_batch();
-      b->set_key(key);
-      b->set_algorithm(o.algorithm);
-      for (int i = 0; i < items; ++i) {
-        auto* item = b->add_items();
-        item->set_ref(std::to_string(i));
-        if (o.algorithm == "ed25519") {
-          item->set_message(payload);
-        } else {
-          item->set_digest(payload);
-        }
-      }
+// The file system type under `path`, by name where we know it.
+std::string FileSystemType(const std::string& path, bool* is_tmpfs) {
+  struct statfs s {};
+  *is_tmpfs = false;
+  if (::statfs(path.c_str(), &s) != 0) return "unknown";
+  const auto type = static_cast<unsigned long>(s.f_type);
+  switch (type) {
+    case 0x01021994:
+      *is_tmpfs = true;
+      return "tmpfs";
+    case 0xEF53:
+      return "ext4";
+    case 0x794c7630:
+      return "overlayfs";
+    case 0x58465342:
+      return "xfs";
+    case 0x9123683E:
+      return "btrfs";
+    default: {
+      char buf[32];
+      std::snprintf(buf, sizeof buf, "fs type 0x%lx", type);
+      return buf;
     }
-    return r;
-  };
-
-  std::atomic<bool> stop{false};
-  std::atomic<long> signatures{0}, errors{0};
-  std::atomic<int> outstanding{0};
-  std::mutex done_mu;
-  std::condition_variable done_cv;
-  std::string first_error;
-
-  std::function<void(Conn*)> issue = [&](Conn* conn) {
-    outstanding.fetch_add(1);
-    const auto t0 = Clock::now();
-    conn->client->Send(
-        make_request(), [&, conn, t0](custos::client::Result<custos::v1::Response> r) {
-          const double ms = std::chrono::duration<double, std::milli>(Clock::now() - t0).count();
-          long good = 0;
-          if (r.ok() && r->status().code() == custos::v1::OK) {
-            if (items == 0) {
-              good = 1;
-            } else {
-              for (const auto& res : r->sign_batch().results()) {
-                if (res.status().code() == custos::v1::OK) ++good;
-              }
-            }
-          } else {
-            errors.fetch_add(1);
-            std::lock_guard lock(done_mu);
-            if (first_error.empty()) {
-              first_error = r.ok() ? r->status().message() : r.error().message();
-            }
-          }
-          if (!stop.load()) {
-            signatures.fetch_add(good);
-            std::lock_guard lock(conn->mu);
-            conn->latencies.push_back(ms);
-          }
-          if (!stop.load()) {
-            issue(conn);
-          }
-          if (outstanding.fetch_sub(1) == 1) {
-            std::lock_guard lock(done_mu);
-            done_cv.notify_all();
-          }
-        });
-  };
-
-  const auto start = Clock::now();
-  for (auto& c : conns) {
-    for (int i = 0; i < depth; ++i) issue(c.get());
   }
-  std::this_thread::sleep_for(std::chrono::duration<double>(o.seconds));
-  stop = true;
-  const double elapsed = std::chrono::duration<double>(Clock::now() - start).count();
-  {
-    std::unique_lock lock(done_mu);
-    done_cv.wait_for(lock, std::chrono::seconds(30), [&] { return outstanding.load() == 0; });
-  }
-  std::vector<double> all;
-  for (auto& c : conns) {
-    std::lock_guard lock(c->mu);
-    all.insert(all.end(), c->latencies.begin(), c->latencies.end());
-  }
-  conns.clear();
-  Row row;
-  row.mode = items == 0 ? "single" : "batch";
-  row.name = items == 0 ? "custosd single, " + std::to_string(connections) + " conn x " +
-                              std::to_string(depth) + " in flight"
-                        : "custosd batch of " + std::to_string(items) + ", " +
-                              std::to_string(connections) + " conn x " + std::to_string(depth);
-  row.rate = static_cast<double>(signatures.load()) / elapsed;
-  row.p50_ms = Percentile(all, 0.50);
-  row.p99_ms = Percentile(all, 0.99);
-  row.errors = errors.load();
-  if (row.errors > 0)
-    std::cerr << "custos-bench: " << row.name << ": first error: " << first_error << "\n";
-  return row;
 }
 
-pid_t SpawnDaemon(const Options& o, const std::string& self) {
-  const std::string custosd = (fs::path(self).parent_path() / "custosd").string();
-  const std::string log = o.dir + "/custos-bench-custosd.log";
-  pid_t pid = fork();
-  if (pid == 0) {
-    // The daemon's output goes to a log beside the deployment, not into the table.
-    if (std::freopen(log.c_str(), "a", stderr) == nullptr || dup2(fileno(stderr), 1) < 0)
-      _exit(126);
-    std::string conf = o.dir + "/custosd.conf";
-    execl(custosd.c_str(), custosd.c_str(), "--config", conf.c_str(), static_cast<char*>(nullptr));
-    _exit(127);
+void RaiseNoFileLimit() {
+  rlimit rl{};
+  if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+    rl.rlim_cur = rl.rlim_max;
+    setrlimit(RLIMIT_NOFILE, &rl);
   }
-  // Wait until it answers a ping.
-  const auto until = Clock::now() + std::chrono::seconds(30);
-  while (Clock::now() < until) {
-    auto c = custos::client::Client::Connect(LoadConfig(o, "builder"));
-    if (c.ok()) {
-      custos::v1::Request ping;
-      ping.mutable_ping();
-      auto r = (*c)->Send(ping).get();
-      if (r.ok()) return pid;
-    }
-    std::this_thread::sleep_for(std::chrono::milliseconds(100));
-  }
-  kill(pid, SIGKILL);
-  Die("custosd did not start; see " + log);
 }
 
 void Print(const Options& o, const std::vector<Row>& rows) {
   if (o.json) {
-    std::cout << "[";
+    std::cout << "[\n";
     for (std::size_t i = 0; i < rows.size(); ++i) {
       const Row& r = rows[i];
-      std::printf(
-          "%s{\"name\":\"%s\",\"algorithm\":\"%s\",\"mode\":\"%s\",\"rate\":%.1f,"
-          "\"raw_rate\":%.1f,\"ratio\":%.3f,\"p50_ms\":%.3f,\"p99_ms\":%.3f,\"errors\":%ld}",
-          i ? "," : "", r.name.c_str(), o.algorithm.c_str(), r.mode.c_str(), r.rate, rows[0].rate,
-          r.ratio, r.p50_ms, r.p99_ms, r.errors);
+      std::cout << "  {\"name\":" << Json(r.name) << ",\"algorithm\":" << Json(r.algorithm)
+                << ",\"mode\":" << Json(r.mode) << ",\"rate\":" << Number(r.rate, "%.1f")
+                << ",\"raw_rate\":" << Number(r.raw_rate, "%.1f")
+                << ",\"ratio\":" << Number(r.ratio) << ",\"p50_ms\":" << Number(r.p50_ms)
+                << ",\"p99_ms\":" << Number(r.p99_ms) << ",\"errors\":" << r.errors;
+      for (const auto& [k, v] : r.extra) std::cout << "," << Json(k) << ":" << Number(v, "%.10g");
+      if (!r.note.empty()) std::cout << ",\"note\":" << Json(r.note);
+      std::cout << "}" << (i + 1 < rows.size() ? "," : "") << "\n";
     }
     std::cout << "]\n";
     return;
   }
-  std::printf("custos-bench: %s, %s, %.0f s per row, %u cores\n", o.key_type.c_str(),
-              o.algorithm.c_str(), o.seconds, std::thread::hardware_concurrency());
-  std::printf("%-44s %12s %9s %9s %7s %7s\n", "row", "sig/s", "p50 ms", "p99 ms", "ratio",
-              "errors");
+  std::printf("%-58s %10s %9s %9s %6s %6s  %s\n", "row", "rate/s", "p50 ms", "p99 ms", "ratio",
+              "errors", "notes");
   for (const Row& r : rows) {
-    std::printf("%-44s %12.0f %9.3f %9.3f %7.2f %7ld\n", r.name.c_str(), r.rate, r.p50_ms, r.p99_ms,
-                r.ratio, r.errors);
+    std::printf("%-58s %10.0f %9.3f %9.3f %6s %6ld%s%s\n", r.name.c_str(), r.rate, r.p50_ms,
+                r.p99_ms, Number(r.ratio, "%.2f").c_str(), r.errors, r.note.empty() ? "" : "  ",
+                r.note.c_str());
   }
+}
+
+void PrintHeader(const Options& o) {
+  // With --json the rows alone go to stdout.
+  std::FILE* out = o.json ? stderr : stdout;
+  std::fprintf(out, "custos-bench: suite %s%s, %.0f s per row, %s\n", o.suite.c_str(),
+               o.suite == "full" ? "" : (" (" + o.key_type + ", " + o.algorithm + ")").c_str(),
+               o.seconds, UtcNow().c_str());
+  std::fprintf(out, "machine: %u cores, %s; %s; build %s%s\n", std::thread::hardware_concurrency(),
+               CpuModel().c_str(), HsmVersion(o).c_str(),
+               *CUSTOS_BENCH_BUILD_TYPE ? CUSTOS_BENCH_BUILD_TYPE : "(no CMAKE_BUILD_TYPE)",
+#ifdef NDEBUG
+               ""
+#else
+               " (assertions on)"
+#endif
+  );
+  std::fprintf(out,
+               "raw rows: %d signing threads%s; ratio = rate / raw rate of the same "
+               "algorithm in this run\n",
+               o.threads, o.spawn ? " = custosd --server.workers" : "");
+}
+
+// "met"/"NOT met" for a ratio target.
+std::string Target(const char* what, double value, double target) {
+  char buf[96];
+  std::snprintf(buf, sizeof buf, "%s %.2f, target >= %.2f: %s", what, value, target,
+                value >= target ? "met" : "NOT met");
+  return buf;
+}
+
+void AddNote(Row* row, const std::string& note) {
+  row->note = row->note.empty() ? note : note + "; " + row->note;
+}
+
+std::vector<Row> RunDefaultSuite(const Options& o) {
+  Daemon daemon = o.spawn ? SpawnDaemon(o, {}) : Daemon{};
+  const BenchKey key = EnsureKey(o, o.key_type);
+  std::vector<Row> rows;
+  rows.push_back(RunRaw(o, key));
+  rows.push_back(RunService(o, key, o.connections, o.in_flight, 0));
+  rows.push_back(RunService(o, key, o.connections, o.batch_in_flight, o.batch));
+  for (std::size_t i = 1; i < rows.size(); ++i) {
+    rows[i].raw_rate = rows[0].rate;
+    rows[i].ratio = rows[0].rate > 0 ? rows[i].rate / rows[0].rate : 0;
+  }
+  StopDaemon(&daemon);
+  return rows;
+}
+
+std::vector<Row> RunFullSuite(const Options& o) {
+  RaiseNoFileLimit();  // custosd inherits it too
+  Progress(o, "starting custosd");
+  Daemon daemon = SpawnDaemon(o, {});
+  const BenchKey p256 = EnsureKey(o, "ec-p256");
+  const BenchKey rsa = EnsureKey(o, "rsa-2048");
+  const BenchKey ed = EnsureKey(o, "ed25519");
+
+  Progress(o, "row 1: raw P-256");
+  Row raw = RunRaw(o, p256);
+  Progress(o, "row 2: custosd P-256 batch");
+  Row batch = RunService(o, p256, o.connections, o.batch_in_flight, o.batch);
+  Progress(o, "row 3: custosd P-256 single");
+  Row single = RunService(o, p256, o.connections, o.in_flight, 0);
+  Progress(o, "row 4: custosd P-256 single, open loop at half load");
+  Row half = RunOpenLoop(o, p256, o.connections, single.rate / 2);
+  Progress(o, "row 5: RSA-2048 and Ed25519");
+  Row raw_rsa = RunRaw(o, rsa);
+  Row single_rsa = RunService(o, rsa, o.connections, o.in_flight, 0);
+  Row raw_ed = RunRaw(o, ed);
+  Row single_ed = RunService(o, ed, o.connections, o.in_flight, 0);
+  Progress(o, "row 6: p11-kit peer");
+  Row peer = RunP11KitPeer(o, p256);
+
+  // 8: the same workload as row 3, on disk again (just before) and with the
+  // audit log on tmpfs (a fresh log in a directory of ours, removed after).
+  Progress(o, "row 8: audit log on disk vs. tmpfs");
+  Row disk = RunService(o, p256, o.connections, o.in_flight, 0);
+  StopDaemon(&daemon);
+  const std::string shm = "/dev/shm/custos-bench-" + std::to_string(::getpid());
+  std::error_code ec;
+  fs::remove_all(shm, ec);
+  if (::mkdir(shm.c_str(), 0700) != 0) Die("cannot create " + shm);
+  bool shm_is_tmpfs = false, state_is_tmpfs = false;
+  const std::string shm_fs = FileSystemType(shm, &shm_is_tmpfs);
+  const std::string state_dir = fs::exists(o.dir + "/state") ? o.dir + "/state" : o.dir;
+  const std::string state_fs = FileSystemType(state_dir, &state_is_tmpfs);
+  daemon = SpawnDaemon(o, {"--audit.log", shm + "/audit.log"});
+  Row tmpfs = RunService(o, p256, o.connections, o.in_flight, 0);
+  StopDaemon(&daemon);
+  // Evidence that custosd wrote its records there: one line per record.
+  long tmpfs_records = 0;
+  {
+    std::ifstream log(shm + "/audit.log");
+    std::string line;
+    while (std::getline(log, line)) ++tmpfs_records;
+  }
+  fs::remove_all(shm, ec);
+
+  Progress(o, "row 7: " + std::to_string(o.idle_connections) + " idle mTLS connections");
+  daemon = SpawnDaemon(
+      o, {"--limits.max-connections", std::to_string(std::max(20000, o.idle_connections + 100)),
+          "--limits.idle-timeout-ms", "600000"});
+  Row idle = RunIdleConnections(o, daemon);
+  StopDaemon(&daemon);
+
+  // Ratios against the raw rate of the same algorithm, and the targets.
+  const std::map<std::string, double> raw_of = {
+      {p256.algorithm, raw.rate}, {rsa.algorithm, raw_rsa.rate}, {ed.algorithm, raw_ed.rate}};
+  for (Row* r : {&batch, &single, &half, &single_rsa, &single_ed, &peer, &disk, &tmpfs}) {
+    const double base = raw_of.at(r->algorithm);
+    r->raw_rate = base;
+    if (r->note.rfind("not run", 0) != 0) r->ratio = base > 0 ? r->rate / base : 0;
+  }
+  AddNote(&batch, Target("ratio", *batch.ratio, 0.90));
+  AddNote(&single, Target("ratio", *single.ratio, 0.70));
+  AddNote(&single_rsa, Target("ratio", *single_rsa.ratio, 0.90));
+  AddNote(&single_ed, Target("ratio", *single_ed.ratio, 0.90));
+  if (peer.rate > 0) {
+    const double s = single.rate / peer.rate, b = batch.rate / peer.rate;
+    single.extra.emplace_back("peer_rate", peer.rate);
+    single.extra.emplace_back("peer_ratio", s);
+    batch.extra.emplace_back("peer_rate", peer.rate);
+    batch.extra.emplace_back("peer_ratio", b);
+    single.note += "; " + Target("vs p11-kit peer", s, 2.0);
+    batch.note += "; " + Target("vs p11-kit peer", b, 3.0);
+    peer.extra.emplace_back("single_over_peer", s);
+    peer.extra.emplace_back("batch_over_peer", b);
+    AddNote(&peer, Target("custosd single/peer", s, 2.0) + ", " + Target("batch/peer", b, 3.0));
+  }
+  disk.mode = "single-audit-disk";
+  disk.name = "custosd P-256 single, audit on disk (" + state_fs + ", again)";
+  tmpfs.mode = "single-audit-tmpfs";
+  tmpfs.name = "custosd P-256 single, audit log on " + shm_fs + " (restarted)";
+  const double disk_over_tmpfs = tmpfs.rate > 0 ? disk.rate / tmpfs.rate : 0;
+  tmpfs.extra.emplace_back("disk_rate", disk.rate);
+  tmpfs.extra.emplace_back("tmpfs_rate", tmpfs.rate);
+  tmpfs.extra.emplace_back("disk_over_tmpfs", disk_over_tmpfs);
+  disk.extra.emplace_back("disk_over_tmpfs", disk_over_tmpfs);
+  char note[128];
+  std::snprintf(note, sizeof note, "audit disk/tmpfs = %.2f", disk_over_tmpfs);
+  AddNote(&tmpfs, note);
+  AddNote(&disk, note);
+  tmpfs.extra.emplace_back("tmpfs_audit_records", static_cast<double>(tmpfs_records));
+  if (tmpfs_records == 0) AddNote(&tmpfs, "WARNING: custosd wrote no audit record to " + shm);
+  if (!shm_is_tmpfs) AddNote(&tmpfs, "WARNING: /dev/shm is not tmpfs here");
+  if (state_is_tmpfs) AddNote(&disk, "WARNING: the state dir is on tmpfs: no real fsync cost");
+
+  return {raw,    batch,     single, half, raw_rsa, single_rsa,
+          raw_ed, single_ed, peer,   idle, disk,    tmpfs};
 }
 
 }  // namespace
@@ -394,24 +324,39 @@ int main(int argc, char** argv) {
   Options o;
   po::options_description desc(
       "custos-bench: raw PKCS#11 signing rate vs. the rate through custosd\n\n"
-      "usage: custos-bench --dir DIR [options]\n\noptions");
+      "usage: custos-bench --dir DIR [--spawn] [--suite full] [options]\n\noptions");
   desc.add_options()("help,h", "show this help")(
       "dir", po::value(&o.dir), "a deployment made by `custos-init dev` (required)")(
-      "spawn", po::bool_switch(&o.spawn), "start custosd from DIR for the run, stop it after")(
-      "key-type", po::value(&o.key_type)->default_value(o.key_type),
-      "ec-p256, ec-p384, rsa-2048, rsa-3072, rsa-4096, ed25519")(
-      "algorithm", po::value(&o.algorithm), "signing algorithm (default: from the key type)")(
-      "seconds", po::value(&o.seconds)->default_value(o.seconds), "duration of each row")(
-      "threads", po::value(&o.threads)->default_value(o.threads), "raw signing threads")(
+      "spawn", po::bool_switch(&o.spawn),
+      "start custosd from DIR for the run (workers = --threads), stop it after")(
+      "suite", po::value(&o.suite)->default_value(o.suite),
+      "default (raw, single, batch for --key-type) or full (every row of docs/BENCHMARKS.md "
+      "\"Issue 7\"; needs --spawn)")("key-type", po::value(&o.key_type)->default_value(o.key_type),
+                                     "default suite: ec-p256, ec-p384, rsa-2048, rsa-3072, "
+                                     "rsa-4096, ed25519")(
+      "algorithm", po::value(&o.algorithm),
+      "default suite: signing algorithm (default: from the "
+      "key type)")("seconds", po::value(&o.seconds)->default_value(o.seconds),
+                   "duration of each row")(
+      "threads", po::value(&o.threads)->default_value(o.threads),
+      "raw signing threads (and custosd's workers with --spawn)")(
       "connections", po::value(&o.connections)->default_value(o.connections),
-      "TLS connections to custosd")("in-flight",
-                                    po::value(&o.in_flight)->default_value(o.in_flight),
-                                    "single-digest requests in flight per connection")(
+      "TLS connections to custosd (and the p11-kit peer's threads)")(
+      "in-flight", po::value(&o.in_flight)->default_value(o.in_flight),
+      "single-digest requests in flight per connection")(
       "batch", po::value(&o.batch)->default_value(o.batch), "digests per batched request")(
       "batch-in-flight", po::value(&o.batch_in_flight)->default_value(o.batch_in_flight),
       "batched requests in flight per connection")(
-      "module", po::value(&o.module)->default_value(o.module), "PKCS#11 module for the raw row")(
-      "token", po::value(&o.token)->default_value(o.token), "token for the raw row")(
+      "idle-connections", po::value(&o.idle_connections)->default_value(o.idle_connections),
+      "full suite: idle mutual-TLS connections to hold")(
+      "handshake-concurrency",
+      po::value(&o.handshake_concurrency)->default_value(o.handshake_concurrency),
+      "full suite: TLS handshakes in progress at once while opening them")(
+      "p11kit", po::value(&o.p11kit)->default_value(o.p11kit), "full suite: the p11-kit program")(
+      "p11kit-client", po::value(&o.p11kit_client)->default_value(o.p11kit_client),
+      "full suite: p11-kit's PKCS#11 client module")(
+      "module", po::value(&o.module)->default_value(o.module), "PKCS#11 module for the raw rows")(
+      "token", po::value(&o.token)->default_value(o.token), "token for the raw rows")(
       "json", po::bool_switch(&o.json), "print rows as a JSON list");
   po::variables_map vm;
   try {
@@ -429,25 +374,28 @@ int main(int argc, char** argv) {
     std::cerr << "custos-bench: --dir is required (make one with `custos-init dev --dir DIR`)\n";
     return 2;
   }
+  if (o.suite != "default" && o.suite != "full") {
+    std::cerr << "custos-bench: --suite must be default or full, not \"" << o.suite << "\"\n";
+    return 2;
+  }
+  if (o.suite == "full" && !o.spawn) {
+    std::cerr << "custos-bench: --suite full needs --spawn (it restarts custosd with the audit "
+                 "log on tmpfs and with higher connection limits)\n";
+    return 2;
+  }
+  if (o.seconds <= 0 || o.threads < 1 || o.connections < 1 || o.in_flight < 1 || o.batch < 1 ||
+      o.batch_in_flight < 1 || o.idle_connections < 1 || o.handshake_concurrency < 1) {
+    std::cerr << "custos-bench: --seconds and the counts must be positive\n";
+    return 2;
+  }
+  o.self = argv[0];
   o.dir = fs::absolute(o.dir).lexically_normal().string();
   if (o.algorithm.empty()) o.algorithm = DefaultAlgorithm(o.key_type);
   ::setenv("SOFTHSM2_CONF", (o.dir + "/softhsm2.conf").c_str(), 0);
   ::signal(SIGPIPE, SIG_IGN);
 
-  pid_t daemon = o.spawn ? SpawnDaemon(o, argv[0]) : -1;
-  const BenchKey key = EnsureKey(o);
-  std::vector<Row> rows;
-  rows.push_back(RunRaw(o, key));
-  rows.push_back(RunService(o, key.name, o.connections, o.in_flight, 0));
-  rows.push_back(RunService(o, key.name, o.connections, o.batch_in_flight, o.batch));
-  for (std::size_t i = 1; i < rows.size(); ++i) {
-    rows[i].ratio = rows[0].rate > 0 ? rows[i].rate / rows[0].rate : 0;
-  }
-  if (daemon > 0) {
-    kill(daemon, SIGTERM);
-    int status;
-    waitpid(daemon, &status, 0);
-  }
+  PrintHeader(o);
+  const std::vector<Row> rows = o.suite == "full" ? RunFullSuite(o) : RunDefaultSuite(o);
   Print(o, rows);
   return 0;
 }
