@@ -239,7 +239,8 @@ std::uint64_t AuditLog::QueueLocked(const std::string& body, bool checkpoint, Do
   head_ = p.hash;
   const bool wake = queue_.empty();
   queue_.push_back(std::move(p));
-  if (wake) cv_.notify_one();
+  // The writer waits for the first record, or (commit delay) for a group.
+  if (wake || queue_.size() == kGroupTarget) cv_.notify_one();
   return next_seq_ - 1;
 }
 
@@ -399,6 +400,13 @@ void AuditLog::Run() {
       }
       continue;
     }
+    if (options_.commit_delay.count() > 0 && queue_.size() < kGroupTarget && !stop_ &&
+        std::chrono::steady_clock::now() - last_write_end_ < kBusyWindow) {
+      // More records are on their way: one fdatasync for many of them costs
+      // far less than one each (docs/BENCHMARKS.md, issue 7).
+      cv_.wait_for(lock, options_.commit_delay,
+                   [this] { return queue_.size() >= kGroupTarget || stop_; });
+    }
     std::vector<Pending> batch;
     batch.swap(queue_);
     const std::uint64_t offset = durable_offset_;
@@ -410,6 +418,7 @@ void AuditLog::Run() {
     for (const auto& p : batch) data += p.line;
     const std::string err = WriteAt(offset, data);
     lock.lock();
+    last_write_end_ = std::chrono::steady_clock::now();
     if (!err.empty()) {
       std::vector<Pending> failed = std::move(batch);
       FailLocked(err, &failed);

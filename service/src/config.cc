@@ -87,7 +87,9 @@ void AddSettings(po::options_description& d) {
       "audit.key", s(), "HSM key (usage audit) that signs checkpoints (default audit)")(
       "audit.checkpoint-records", s(), "sign a checkpoint after this many records (1000)")(
       "audit.checkpoint-seconds", s(), "... or after this many seconds with new records (60)")(
-      "audit.retry-ms", s(), "while the log cannot be written, retry this often (500)");
+      "audit.retry-ms", s(), "while the log cannot be written, retry this often (500)")(
+      "audit.commit-delay-us", s(),
+      "under load, wait up to this long to write more records per fdatasync (300; 0: never)");
 }
 
 po::options_description GenericOptions() {
@@ -211,6 +213,11 @@ Result<Config> BuildConfig(const po::variables_map& vm) {
     c.audit.checkpoint_interval = std::chrono::seconds(secs);
   }
   r.Millis("audit.retry-ms", &c.audit.retry_interval);
+  {
+    std::size_t micros = static_cast<std::size_t>(c.audit.commit_delay.count());
+    r.Unsigned("audit.commit-delay-us", 0, 100000, &micros);
+    c.audit.commit_delay = std::chrono::microseconds(micros);
+  }
   if (!r.error().empty()) return Error{r.error()};
 
   if (!c.hsm.pin_file.empty() && !c.hsm.pin_env.empty()) {

@@ -208,6 +208,7 @@ int Main(int argc, char** argv) {
     audit_options.checkpoint_records = config.audit.checkpoint_records;
     audit_options.checkpoint_interval = config.audit.checkpoint_interval;
     audit_options.retry_interval = config.audit.retry_interval;
+    audit_options.commit_delay = config.audit.commit_delay;
     auto opened = AuditLog::Open(std::move(audit_options), std::move(signer), logger);
     if (!opened) return Fail(logger, kExitRuntime, "audit_error", opened.error());
     audit = std::move(opened.value());

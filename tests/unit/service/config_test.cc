@@ -50,6 +50,7 @@ TEST(ConfigTest, MinimalFileGetsDefaults) {
   EXPECT_EQ(c.limits.max_message_bytes, 65536u);
   EXPECT_EQ(c.limits.max_batch_items, 1024u);
   EXPECT_TRUE(c.tls.crl.empty());
+  EXPECT_EQ(c.audit.commit_delay.count(), 300);
 }
 
 TEST(ConfigTest, EverySettingIsRead) {
@@ -75,6 +76,8 @@ idle-timeout-ms = 200
 request-timeout-ms = 300
 max-message-bytes = 512
 max-batch-items = 7
+[audit]
+commit-delay-us = 0
 )";
   auto r = Parse(file);
   ASSERT_TRUE(r.ok()) << r.error();
@@ -96,6 +99,7 @@ max-batch-items = 7
   EXPECT_EQ(c.limits.request_timeout.count(), 300);
   EXPECT_EQ(c.limits.max_message_bytes, 512u);
   EXPECT_EQ(c.limits.max_batch_items, 7u);
+  EXPECT_EQ(c.audit.commit_delay.count(), 0);
 }
 
 TEST(ConfigTest, FlagOverridesFile) {
@@ -185,7 +189,9 @@ INSTANTIATE_TEST_SUITE_P(
                     BadValue{"server.log-level", "trace", "server.log-level"},
                     BadValue{"server.listen", "7443", "host:port"},
                     BadValue{"server.listen", "localhost:70000", "host:port"},
-                    BadValue{"hsm.module-env", "NOEQUALS", "NAME=VALUE"}));
+                    BadValue{"hsm.module-env", "NOEQUALS", "NAME=VALUE"},
+                    BadValue{"audit.commit-delay-us", "100001", "audit.commit-delay-us"},
+                    BadValue{"audit.commit-delay-us", "-1", "audit.commit-delay-us"}));
 
 TEST(ConfigTest, HelpVersionAndCheck) {
   auto help = ParseCommandLine({"custosd", "--help"});

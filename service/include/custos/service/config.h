@@ -64,6 +64,7 @@ struct AuditConfig {
   std::size_t checkpoint_records = 1000;
   std::chrono::milliseconds checkpoint_interval{60000};  // checkpoint-seconds
   std::chrono::milliseconds retry_interval{500};         // retry-ms, while unwritable
+  std::chrono::microseconds commit_delay{300};           // commit-delay-us (group commit)
 };
 
 struct Config {
