@@ -188,16 +188,17 @@ class TlsSocket {
     });
   }
 
+  // Waits until the socket is readable (or writable: `what`), then reads.
   template <class Handler>
-  void WaitToRead(ReadBuffer& buffer, Handler handler) {
-    socket_.async_wait(tcp::socket::wait_read, [this, &buffer, h = std::move(handler)](
-                                                   boost::system::error_code ec) mutable {
-      if (ec) {
-        Finish(std::move(h), Aborted(ec), 0);
-        return;
-      }
-      ReadNow(buffer, std::move(h));
-    });
+  void WaitThenRead(tcp::socket::wait_type what, ReadBuffer& buffer, Handler handler) {
+    socket_.async_wait(
+        what, [this, &buffer, h = std::move(handler)](boost::system::error_code ec) mutable {
+          if (ec) {
+            Finish(std::move(h), Aborted(ec), 0);
+            return;
+          }
+          ReadNow(buffer, std::move(h));
+        });
   }
 
   template <class Handler>
@@ -222,21 +223,12 @@ class TlsSocket {
     const int ssl_error = SSL_get_error(ssl_.get(), r);
     if (ssl_error == SSL_ERROR_WANT_READ) {
       buffer.reset();  // nothing to read: wait without holding 16 KB
-      WaitToRead(buffer, std::move(handler));
-      return;
-    }
-    if (ssl_error != SSL_ERROR_WANT_WRITE) {
+      WaitThenRead(tcp::socket::wait_read, buffer, std::move(handler));
+    } else if (ssl_error == SSL_ERROR_WANT_WRITE) {
+      WaitThenRead(tcp::socket::wait_write, buffer, std::move(handler));
+    } else {
       Finish(std::move(handler), Failure(ssl_error), 0);
-      return;
     }
-    socket_.async_wait(tcp::socket::wait_write, [this, &buffer, h = std::move(handler)](
-                                                    boost::system::error_code ec) mutable {
-      if (ec) {
-        Finish(std::move(h), Aborted(ec), 0);
-        return;
-      }
-      ReadNow(buffer, std::move(h));
-    });
   }
 
   template <class Handler>
