@@ -9,7 +9,6 @@
 
 #include <csignal>
 
-#include <array>
 #include <atomic>
 #include <boost/asio.hpp>
 #include <map>

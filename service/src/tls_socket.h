@@ -64,7 +64,6 @@ class TlsSocket {
   TlsSocket& operator=(const TlsSocket&) = delete;
 
   SSL* native_handle() const { return ssl_.get(); }
-  tcp::socket& socket() { return socket_; }
   tcp::socket::executor_type get_executor() { return socket_.get_executor(); }
 
   // Completes the server handshake; handler(TlsResult).
