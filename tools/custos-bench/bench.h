@@ -35,6 +35,7 @@ struct Options {
   int batch_in_flight = 2;  // batches per connection
   bool spawn = false;
   bool json = false;
+  double open_loop_rate = 0;  // default suite: adds an open-loop row at this rate
   // --suite full only.
   int idle_connections = 10000;
   int handshake_concurrency = 16;

@@ -208,6 +208,7 @@ std::vector<Row> RunDefaultSuite(const Options& o) {
   rows.push_back(RunRaw(o, key));
   rows.push_back(RunService(o, key, o.connections, o.in_flight, 0));
   rows.push_back(RunService(o, key, o.connections, o.batch_in_flight, o.batch));
+  if (o.open_loop_rate > 0) rows.push_back(RunOpenLoop(o, key, o.connections, o.open_loop_rate));
   for (std::size_t i = 1; i < rows.size(); ++i) {
     rows[i].raw_rate = rows[0].rate;
     rows[i].ratio = rows[0].rate > 0 ? rows[i].rate / rows[0].rate : 0;
@@ -357,7 +358,9 @@ int main(int argc, char** argv) {
       "full suite: p11-kit's PKCS#11 client module")(
       "module", po::value(&o.module)->default_value(o.module), "PKCS#11 module for the raw rows")(
       "token", po::value(&o.token)->default_value(o.token), "token for the raw rows")(
-      "json", po::bool_switch(&o.json), "print rows as a JSON list");
+      "open-loop-rate", po::value(&o.open_loop_rate),
+      "default suite: add a single-digest open-loop row at this many requests/s (latency from "
+      "the scheduled send time)")("json", po::bool_switch(&o.json), "print rows as a JSON list");
   po::variables_map vm;
   try {
     po::store(po::parse_command_line(argc, argv, desc), vm);
@@ -386,6 +389,11 @@ int main(int argc, char** argv) {
   if (o.seconds <= 0 || o.threads < 1 || o.connections < 1 || o.in_flight < 1 || o.batch < 1 ||
       o.batch_in_flight < 1 || o.idle_connections < 1 || o.handshake_concurrency < 1) {
     std::cerr << "custos-bench: --seconds and the counts must be positive\n";
+    return 2;
+  }
+  if (o.open_loop_rate < 0 || (o.open_loop_rate > 0 && o.suite == "full")) {
+    std::cerr << "custos-bench: --open-loop-rate must be positive and belongs to the default suite "
+                 "(the full suite runs its open loop at half of its single-digest rate)\n";
     return 2;
   }
   o.self = argv[0];
