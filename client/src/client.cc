@@ -10,9 +10,12 @@
 #include <atomic>
 #include <boost/asio.hpp>
 #include <boost/asio/ssl.hpp>
+#include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <deque>
 #include <filesystem>
+#include <future>
 #include <optional>
 #include <random>
 #include <thread>
@@ -92,18 +95,52 @@ std::string RandomIdempotencyKey() {
 
 }  // namespace
 
-class Client::Impl {
+// The io_context and the thread that runs it. Clients hold it; the last owner
+// to let go joins the thread, after the Clients' last handlers have run.
+struct IoThread::Runtime {
+  Runtime() : work(asio::make_work_guard(io)), thread([this] { io.run(); }) {}
+  ~Runtime() {
+    work.reset();
+    if (thread.get_id() == std::this_thread::get_id()) {
+      // Only a Client destroyed inside one of its own callbacks gets here.
+      std::fputs("custos client: a Client was destroyed on its own I/O thread\n", stderr);
+      std::abort();
+    }
+    thread.join();
+  }
+  asio::io_context io;
+  asio::executor_work_guard<asio::io_context::executor_type> work;
+  std::thread thread;
+};
+
+IoThread::IoThread() : runtime_(std::make_shared<Runtime>()) {}
+IoThread::~IoThread() = default;
+
+// Every handler the Impl hands to Asio holds a reference to it (`self`), so
+// that Clients sharing an IoThread can go while their last handlers are
+// still queued.
+class Client::Impl : public std::enable_shared_from_this<Client::Impl> {
  public:
-  Impl(ClientConfig config, ServerAddress address)
+  Impl(ClientConfig config, ServerAddress address, asio::io_context& io)
       : config_(std::move(config)),
         address_(std::move(address)),
-        ctx_(ssl::context::tls_client),
-        work_(asio::make_work_guard(io_)) {}
+        io_(io),
+        ctx_(ssl::context::tls_client) {}
 
-  ~Impl() {
-    asio::post(io_, [this] { Shutdown(); });
-    work_.reset();
-    if (thread_.joinable()) thread_.join();
+  // Fails pending calls with kCancelled and closes the connection; returns
+  // once that has happened on the I/O thread.
+  void Close() {
+    if (io_.get_executor().running_in_this_thread()) {
+      Shutdown();
+      return;
+    }
+    std::promise<void> closed;
+    auto done = closed.get_future();
+    asio::post(io_, [self = shared_from_this(), &closed] {
+      self->Shutdown();
+      closed.set_value();
+    });
+    done.wait();
   }
 
   Status InitTls() {
@@ -142,10 +179,6 @@ class Client::Impl {
     return Status();
   }
 
-  void Start() {
-    thread_ = std::thread([this] { io_.run(); });
-  }
-
   // Blocks until the first connection is up or has failed.
   Status ConnectBlocking() {
     std::promise<Status> promise;
@@ -170,10 +203,10 @@ class Client::Impl {
         std::min<std::int64_t>(deadline.count(), std::numeric_limits<std::uint32_t>::max())));
     std::string frame = EncodeFrame(request);
     pending_.fetch_add(1, std::memory_order_relaxed);
-    asio::post(io_,
-               [this, id, deadline, frame = std::move(frame), done = std::move(done)]() mutable {
-                 Enqueue(id, deadline, std::move(frame), std::move(done));
-               });
+    asio::post(io_, [this, self = shared_from_this(), id, deadline, frame = std::move(frame),
+                     done = std::move(done)]() mutable {
+      Enqueue(id, deadline, std::move(frame), std::move(done));
+    });
   }
 
   std::size_t pending() const { return pending_.load(std::memory_order_relaxed); }
@@ -216,9 +249,10 @@ class Client::Impl {
     call.done = std::move(done);
     call.frame = std::move(frame);
     call.timer = std::make_unique<asio::steady_timer>(io_, deadline);
-    call.timer->async_wait([this, id, deadline](const boost::system::error_code& ec) {
-      if (!ec) OnDeadline(id, deadline);
-    });
+    call.timer->async_wait(
+        [this, self = shared_from_this(), id, deadline](const boost::system::error_code& ec) {
+          if (!ec) OnDeadline(id, deadline);
+        });
     calls_.emplace(id, std::move(call));
     waiting_.push_back(id);
     if (state_ == State::kDisconnected) StartConnect();
@@ -275,18 +309,19 @@ class Client::Impl {
       conn->out.pop_front();
     }
     conn->writing = true;
-    asio::async_write(conn->stream, asio::buffer(conn->write_buf),
-                      [this, conn](const boost::system::error_code& ec, std::size_t) {
-                        conn->writing = false;
-                        if (conn->dead) return;
-                        if (ec) {
-                          ConnectionLost(conn, Error(ErrorCode::kUnavailable,
-                                                     "connection to " + config_.server +
+    asio::async_write(
+        conn->stream, asio::buffer(conn->write_buf),
+        [this, self = shared_from_this(), conn](const boost::system::error_code& ec, std::size_t) {
+          conn->writing = false;
+          if (conn->dead) return;
+          if (ec) {
+            ConnectionLost(
+                conn, Error(ErrorCode::kUnavailable, "connection to " + config_.server +
                                                          " lost while sending: " + ec.message()));
-                          return;
-                        }
-                        StartWrite();
-                      });
+            return;
+          }
+          StartWrite();
+        });
   }
 
   void StartConnect() {
@@ -319,7 +354,8 @@ class Client::Impl {
     });
     conn->resolver.async_resolve(
         address_.host, address_.port,
-        [this, conn](const boost::system::error_code& ec, tcp::resolver::results_type results) {
+        [this, self = shared_from_this(), conn](const boost::system::error_code& ec,
+                                                tcp::resolver::results_type results) {
           if (conn->dead) return;
           if (ec) {
             ConnectFailed(conn, TimedOutOr(conn, Error(ErrorCode::kConnectFailed,
@@ -329,7 +365,8 @@ class Client::Impl {
           }
           asio::async_connect(
               conn->stream.lowest_layer(), results,
-              [this, conn](const boost::system::error_code& ec, const tcp::endpoint&) {
+              [this, self = shared_from_this(), conn](const boost::system::error_code& ec,
+                                                      const tcp::endpoint&) {
                 if (conn->dead) return;
                 if (ec) {
                   ConnectFailed(conn, TimedOutOr(conn, Error(ErrorCode::kConnectFailed,
@@ -341,7 +378,9 @@ class Client::Impl {
                 conn->stream.lowest_layer().set_option(tcp::no_delay(true), ignored);
                 conn->stream.async_handshake(
                     ssl::stream_base::client,
-                    [this, conn](const boost::system::error_code& ec) { OnHandshake(conn, ec); });
+                    [this, self = shared_from_this(), conn](const boost::system::error_code& ec) {
+                      OnHandshake(conn, ec);
+                    });
               });
         });
   }
@@ -411,8 +450,8 @@ class Client::Impl {
 
   void StartRead(const std::shared_ptr<Connection>& conn) {
     conn->stream.async_read_some(
-        asio::buffer(conn->read_buf),
-        [this, conn](const boost::system::error_code& ec, std::size_t n) {
+        asio::buffer(conn->read_buf), [this, self = shared_from_this(), conn](
+                                          const boost::system::error_code& ec, std::size_t n) {
           if (conn->dead) return;
           if (ec) {
             std::string why = (ec == asio::error::eof || ec == ssl::error::stream_truncated)
@@ -492,10 +531,8 @@ class Client::Impl {
 
   const ClientConfig config_;
   const ServerAddress address_;
-  asio::io_context io_;
+  asio::io_context& io_;
   ssl::context ctx_;
-  asio::executor_work_guard<asio::io_context::executor_type> work_;
-  std::thread thread_;
   std::atomic<std::uint64_t> next_id_{1};
   std::atomic<std::size_t> pending_{0};
 
@@ -511,22 +548,35 @@ class Client::Impl {
 };
 
 Result<std::unique_ptr<Client>> Client::Connect(const ClientConfig& config) {
+  return Connect(config, IoThread());
+}
+
+Result<std::unique_ptr<Client>> Client::Connect(const ClientConfig& config,
+                                                const IoThread& io_thread) {
   Status valid = ValidateClientConfig(config);
   if (!valid.ok()) return valid.error();
   auto address = ParseServerAddress(config.server);
   if (!address.ok()) return address.error();
-  auto impl = std::make_unique<Impl>(config, std::move(address).value());
+  std::shared_ptr<IoThread::Runtime> runtime = io_thread.runtime_;
+  auto impl = std::make_shared<Impl>(config, std::move(address).value(), runtime->io);
   Status tls = impl->InitTls();
   if (!tls.ok()) return tls.error();
-  impl->Start();
   Status connected = impl->ConnectBlocking();
-  if (!connected.ok()) return connected.error();
-  return std::unique_ptr<Client>(new Client(std::move(impl)));
+  if (!connected.ok()) {
+    impl->Close();
+    return connected.error();
+  }
+  return std::unique_ptr<Client>(new Client(std::move(runtime), std::move(impl)));
 }
 
-Client::Client(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+Client::Client(std::shared_ptr<IoThread::Runtime> runtime, std::shared_ptr<Impl> impl)
+    : runtime_(std::move(runtime)), impl_(std::move(impl)) {}
 
-Client::~Client() = default;
+Client::~Client() {
+  impl_->Close();
+  impl_.reset();
+  runtime_.reset();  // joins the thread if this Client was its last user
+}
 
 void Client::Send(v1::Request request, Callback done, CallOptions options) {
   impl_->Send(std::move(request), std::move(done), options);

@@ -11,6 +11,7 @@
 #include <filesystem>
 #include <fstream>
 #include <mutex>
+#include <set>
 #include <thread>
 #include <vector>
 
@@ -393,6 +394,51 @@ TEST_F(ClientTlsTest, DestructorCancelsPendingCalls) {
   auto r = pending.get();
   ASSERT_FALSE(r.ok());
   EXPECT_EQ(r.error().code(), ErrorCode::kCancelled);
+}
+
+TEST_F(ClientTlsTest, SharedIoThreadDrivesSeveralClients) {
+  TestServer server;
+  std::vector<std::unique_ptr<Client>> clients;
+  {
+    const IoThread io_thread;  // the Clients keep it running after it goes
+    for (int i = 0; i < 3; ++i) {
+      auto c = Client::Connect(Config(server.address()), io_thread);
+      ASSERT_TRUE(c.ok()) << c.error().message();
+      clients.push_back(std::move(c.value()));
+    }
+  }
+  std::mutex mu;
+  std::set<std::thread::id> callback_threads;
+  std::atomic<int> done{0};
+  std::promise<void> all;
+  constexpr int kPerClient = 20;
+  for (auto& c : clients) {
+    for (int i = 0; i < kPerClient; ++i) {
+      c->Send(Ping("n" + std::to_string(i)), [&](Result<v1::Response> r) {
+        EXPECT_TRUE(r.ok()) << r.error().message();
+        {
+          std::lock_guard lock(mu);
+          callback_threads.insert(std::this_thread::get_id());
+        }
+        if (++done == 3 * kPerClient) all.set_value();
+      });
+    }
+  }
+  ASSERT_EQ(all.get_future().wait_for(std::chrono::seconds(10)), std::future_status::ready);
+  EXPECT_EQ(callback_threads.size(), 1u);  // one thread served all three connections
+  EXPECT_EQ(callback_threads.count(std::this_thread::get_id()), 0u);
+
+  // Destroying one Client cancels its own calls only; the others go on.
+  auto pending = clients[0]->Send(Ping("silent"));
+  clients.erase(clients.begin());
+  auto cancelled = pending.get();
+  ASSERT_FALSE(cancelled.ok());
+  EXPECT_EQ(cancelled.error().code(), ErrorCode::kCancelled);
+  for (auto& c : clients) {
+    auto resp = c->Call(Ping("still-here"));
+    ASSERT_TRUE(resp.ok()) << resp.error().message();
+    EXPECT_EQ(resp->ping().server_version(), "still-here");
+  }
 }
 
 }  // namespace

@@ -23,6 +23,25 @@
 
 namespace custos::client {
 
+// An I/O thread that several Clients can share. Client::Connect(config) gives
+// each Client a thread of its own; a process holding many connections (a load
+// generator, a service talking to several custosd) passes one IoThread to each
+// Connect so that a single thread drives all of them. Clients keep it running:
+// the thread is joined when the IoThread and every Client made with it are
+// gone. Do not call Connect or destroy a Client on that thread (a callback).
+class IoThread {
+ public:
+  IoThread();
+  ~IoThread();
+  IoThread(const IoThread&) = delete;
+  IoThread& operator=(const IoThread&) = delete;
+
+ private:
+  friend class Client;
+  struct Runtime;
+  std::shared_ptr<Runtime> runtime_;
+};
+
 struct CallOptions {
   // 0: the request's own deadline_ms if set, else config.request_timeout.
   std::chrono::milliseconds deadline{0};
@@ -36,9 +55,12 @@ class Client {
   // step failed and why. After a lost connection the client reconnects on the
   // next Send.
   static Result<std::unique_ptr<Client>> Connect(const ClientConfig& config);
+  // The same, on a shared I/O thread.
+  static Result<std::unique_ptr<Client>> Connect(const ClientConfig& config,
+                                                 const IoThread& io_thread);
 
   // Completes pending calls with kCancelled, closes the connection and joins
-  // the I/O thread.
+  // the I/O thread (a shared one only if this was its last user).
   ~Client();
   Client(const Client&) = delete;
   Client& operator=(const Client&) = delete;
@@ -65,8 +87,9 @@ class Client {
 
  private:
   class Impl;
-  explicit Client(std::unique_ptr<Impl> impl);
-  std::unique_ptr<Impl> impl_;
+  Client(std::shared_ptr<IoThread::Runtime> runtime, std::shared_ptr<Impl> impl);
+  std::shared_ptr<IoThread::Runtime> runtime_;
+  std::shared_ptr<Impl> impl_;
 };
 
 }  // namespace custos::client
