@@ -214,6 +214,10 @@ class Connection : public std::enable_shared_from_this<Connection> {
     // submit_approval: the statement submitted, to find its vote in the answer.
     std::string statement;
     Clock::time_point received;
+    // Where the time went, for the request log line (unset: step skipped).
+    Clock::time_point started;   // a worker took it
+    Clock::time_point recorded;  // its record went to the audit log
+    Clock::time_point durable;   // the record was written and fdatasync'ed
   };
 
   void DoStart() {
@@ -457,8 +461,9 @@ class Connection : public std::enable_shared_from_this<Connection> {
 
   // On a worker: answers one request (the handler, or here for what the
   // network side answers itself), then Finish()es it.
-  void Execute(const v1::Request& req, const Meta& meta, Clock::time_point deadline,
+  void Execute(const v1::Request& req, Meta meta, Clock::time_point deadline,
                std::chrono::milliseconds budget) {
+    meta.started = Clock::now();
     v1::Response resp;
     AuditLog* audit = srv_.opts.audit;
     if (Clock::now() > deadline) {
@@ -478,7 +483,7 @@ class Connection : public std::enable_shared_from_this<Connection> {
         resp = ErrorResponse(req.id(), v1::INTERNAL, std::string("internal error: ") + e.what());
       }
     }
-    Finish(std::move(resp), meta, /*track_id=*/true);
+    Finish(std::move(resp), std::move(meta), /*track_id=*/true);
   }
 
   v1::Response CheckpointResponse(std::uint64_t id) const {
@@ -558,10 +563,12 @@ class Connection : public std::enable_shared_from_this<Connection> {
                  });
       return;
     }
+    meta.recorded = Clock::now();
     const audit::RequestFields record = RecordFor(resp, meta);
     auto held = std::make_shared<std::pair<v1::Response, Meta>>(std::move(resp), std::move(meta));
     audit->Append(record, [self, held, track_id](const Result<void>& r) {
       std::string why = r ? std::string() : r.error();
+      held->second.durable = Clock::now();
       asio::post(self->stream_.get_executor(), [self, held, track_id, why = std::move(why)] {
         v1::Response& out = held->first;
         if (!why.empty() && held->second.op != "ping") out = AuditRefusal(out.id(), why);
@@ -570,10 +577,28 @@ class Connection : public std::enable_shared_from_this<Connection> {
     });
   }
 
+  // latency_us split into its steps: waiting for a worker (queued_us), the
+  // handler (exec_us), the audit record's write + fdatasync including the wait
+  // for its group (audit_us), and the hand-back to this connection (return_us).
+  static void AddStepTimes(LogLine& line, const Meta& meta, Clock::time_point now) {
+    const auto us = [](Clock::time_point from, Clock::time_point to) {
+      return std::chrono::duration_cast<std::chrono::microseconds>(to - from).count();
+    };
+    const Clock::time_point unset{};
+    if (meta.started != unset) line.Num("queued_us", us(meta.received, meta.started));
+    if (meta.started != unset && meta.recorded != unset) {
+      line.Num("exec_us", us(meta.started, meta.recorded));
+    }
+    if (meta.recorded != unset && meta.durable != unset) {
+      line.Num("audit_us", us(meta.recorded, meta.durable));
+      line.Num("return_us", us(meta.durable, now));
+    }
+  }
+
   void Complete(v1::Response resp, const Meta& meta, bool track_id) {
     if (track_id) ids_.erase(meta.request_id);
-    const auto latency =
-        std::chrono::duration_cast<std::chrono::microseconds>(Clock::now() - meta.received);
+    const Clock::time_point now = Clock::now();
+    const auto latency = std::chrono::duration_cast<std::chrono::microseconds>(now - meta.received);
     const bool ok = resp.status().code() == v1::OK;
     const LogLevel level = meta.op == "ping" && ok ? LogLevel::kDebug : LogLevel::kInfo;
     {
@@ -587,6 +612,7 @@ class Connection : public std::enable_shared_from_this<Connection> {
       if (!meta.key.empty()) line.Str("key", meta.key);
       line.Str("status", v1::StatusCode_Name(resp.status().code()))
           .Num("latency_us", latency.count());
+      AddStepTimes(line, meta, now);
       if (!ok) {
         line.Str("error", resp.status().message());
         if (!resp.status().policy_rule().empty())

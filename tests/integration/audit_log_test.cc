@@ -135,6 +135,50 @@ TEST_F(AuditLog, RefusedAndMalformedRequestsAreRecorded) {
   EXPECT_TRUE(malformed);
 }
 
+// The value of a number field in a log line, or -1 when absent.
+long long NumberField(const std::string& line, const std::string& name) {
+  const std::string key = "\"" + name + "\":";
+  const auto at = line.find(key);
+  if (at == std::string::npos) return -1;
+  return std::stoll(line.substr(at + key.size()));
+}
+
+// custosd's request log line splits latency_us into its steps
+// (docs/operations.md "Logs"); the audit step is there for every signature.
+TEST_F(AuditLog, RequestLogLineSplitsLatencyIntoSteps) {
+  int signs = 0;
+  bool malformed_seen = false;
+  for (const auto& line : Lines(d_->log())) {
+    if (line.find("\"event\":\"request\"") == std::string::npos) continue;
+    const long long latency = NumberField(line, "latency_us");
+    ASSERT_GE(latency, 0) << line;
+    if (Field(line, "op") == "sign" && Field(line, "status") == "OK") {
+      ++signs;
+      const long long queued = NumberField(line, "queued_us");
+      const long long exec = NumberField(line, "exec_us");
+      const long long audit = NumberField(line, "audit_us");
+      const long long back = NumberField(line, "return_us");
+      ASSERT_GE(queued, 0) << line;
+      ASSERT_GE(exec, 0) << line;
+      ASSERT_GE(audit, 0) << line;
+      ASSERT_GE(back, 0) << line;
+      // The steps add up to latency_us (each is truncated to whole
+      // microseconds on its own).
+      EXPECT_LE(queued + exec + audit + back, latency) << line;
+      EXPECT_GE(queued + exec + audit + back + 4, latency) << line;
+    }
+    if (Field(line, "status") == "INVALID_ARGUMENT" &&
+        line.find("\"op\":\"\"") != std::string::npos) {
+      // The malformed frame never reached a worker.
+      malformed_seen = true;
+      EXPECT_EQ(NumberField(line, "queued_us"), -1) << line;
+      EXPECT_EQ(NumberField(line, "exec_us"), -1) << line;
+    }
+  }
+  EXPECT_GT(signs, 100);
+  EXPECT_TRUE(malformed_seen);
+}
+
 TEST_F(AuditLog, CheckpointFromDaemonIsInTheLog) {
   std::string pin = ReadFile(d_->dir() + "/cp.json");
   ASSERT_FALSE(pin.empty());
