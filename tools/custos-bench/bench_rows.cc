@@ -139,8 +139,8 @@ std::string ErrorText(const client::Result<v1::Response>& r) {
 std::vector<std::unique_ptr<client::Client>> ConnectClients(const Options& o, int connections,
                                                             std::size_t in_flight) {
   // One I/O thread drives every connection: the load generator shares the
-  // cores with custosd, and a thread per connection cost it a quarter of its
-  // single-digest rate on 2 cores (docs/BENCHMARKS.md).
+  // cores with custosd, and with a thread per connection it used about a
+  // third more CPU during the single-digest row (docs/BENCHMARKS.md).
   const client::IoThread io_thread;
   std::vector<std::unique_ptr<client::Client>> clients;
   for (int i = 0; i < connections; ++i) {

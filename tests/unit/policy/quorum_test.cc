@@ -41,6 +41,7 @@ EVP_PKEY* ReadPrivateKey(const char* path) {
   if (bio == nullptr) throw std::runtime_error(std::string("cannot open ") + path);
   EVP_PKEY* key = PEM_read_bio_PrivateKey(bio, nullptr, nullptr, nullptr);
   BIO_free(bio);
+  if (key == nullptr) throw std::runtime_error(std::string("no private key in ") + path);
   return key;
 }
 
