@@ -9,6 +9,8 @@
 #include <cstring>
 #include <future>
 
+#include "custos/service/threads.h"
+
 namespace custos::service {
 
 using audit::Hash;
@@ -370,6 +372,9 @@ void AuditLog::MaybeCheckpoint(bool force) {
 }
 
 void AuditLog::Run() {
+  if (auto r = SetUpCurrentThread("custosd-audit", options_.writer_scheduling); !r) {
+    LogLine(logger_, LogLevel::kWarn, "thread_scheduling").Str("error", r.error());
+  }
   std::unique_lock lock(mu_);
   bool final_checkpoint = false;
   while (true) {

@@ -24,6 +24,10 @@ std::string_view LogLevelName(LogLevel level) {
   return "info";
 }
 
+std::string_view ThreadSchedulingName(ThreadScheduling scheduling) {
+  return scheduling == ThreadScheduling::kBatch ? "batch" : "normal";
+}
+
 Result<std::pair<std::string, std::uint16_t>> ParseListenAddress(std::string_view text) {
   std::string_view host;
   std::string_view port;
@@ -60,6 +64,9 @@ void AddSettings(po::options_description& d) {
   d.add_options()("server.listen", s(), "host:port to listen on (default 127.0.0.1:7443)")(
       "server.workers", s(), "HSM worker threads (default: number of cores)")(
       "server.io-threads", s(), "network event-loop threads (default 1)")(
+      "server.io-scheduling", s(),
+      "batch | normal: Linux scheduling policy of the network and audit-writer threads "
+      "(default batch: their wake-ups do not preempt the HSM workers)")(
       "server.state-dir", s(), "directory of the state store (custos.db)")(
       "server.policy", s(), "policy file (Protobuf text format)")(
       "server.log-level", s(), "debug | info | warn (default info)")(
@@ -172,6 +179,15 @@ Result<Config> BuildConfig(const po::variables_map& vm) {
     }
   }
   r.Millis("server.drain-timeout-ms", &c.server.drain_timeout);
+  if (auto scheduling = r.Get("server.io-scheduling")) {
+    if (*scheduling == "batch") {
+      c.server.io_scheduling = ThreadScheduling::kBatch;
+    } else if (*scheduling == "normal") {
+      c.server.io_scheduling = ThreadScheduling::kNormal;
+    } else {
+      r.Fail("server.io-scheduling = \"" + *scheduling + "\" is not one of batch, normal");
+    }
+  }
 
   r.String("tls.cert", &c.tls.cert);
   r.String("tls.key", &c.tls.key);

@@ -105,6 +105,7 @@ int Main(int argc, char** argv) {
       .Str("listen", config.server.listen_host + ":" + std::to_string(config.server.listen_port))
       .Unsigned("workers", config.server.workers)
       .Unsigned("io_threads", config.server.io_threads)
+      .Str("io_scheduling", ThreadSchedulingName(config.server.io_scheduling))
       .Str("state_dir", config.server.state_dir)
       .Str("policy", config.server.policy)
       .Str("module", config.hsm.module)
@@ -209,6 +210,7 @@ int Main(int argc, char** argv) {
     audit_options.checkpoint_interval = config.audit.checkpoint_interval;
     audit_options.retry_interval = config.audit.retry_interval;
     audit_options.commit_delay = config.audit.commit_delay;
+    audit_options.writer_scheduling = config.server.io_scheduling;
     auto opened = AuditLog::Open(std::move(audit_options), std::move(signer), logger);
     if (!opened) return Fail(logger, kExitRuntime, "audit_error", opened.error());
     audit = std::move(opened.value());
@@ -232,6 +234,7 @@ int Main(int argc, char** argv) {
   options.listen_host = config.server.listen_host;
   options.listen_port = config.server.listen_port;
   options.io_threads = config.server.io_threads;
+  options.io_scheduling = config.server.io_scheduling;
   options.workers = config.server.workers;
   options.tls = config.tls;
   options.limits = config.limits;

@@ -16,6 +16,7 @@
 #include "custos/policy/quorum.h"
 #include "custos/service/core.h"
 #include "custos/service/key_name.h"
+#include "custos/service/threads.h"
 #include "request_info.h"
 
 namespace custos::service {
@@ -734,6 +735,7 @@ Result<void> SigningCore::ResumeQuorum() {
 }
 
 void SigningCore::SweeperLoop() {
+  (void)SetUpCurrentThread("custosd-sweeper", ThreadScheduling::kNormal);  // the name only
   std::unique_lock<std::mutex> lock(sweeper_mu_);
   while (!stopping_) {
     sweeper_cv_.wait_for(lock, limits_.quorum_sweep_interval, [this] { return stopping_; });

@@ -11,6 +11,7 @@
 
 #include <atomic>
 #include <boost/asio.hpp>
+#include <latch>
 #include <map>
 #include <mutex>
 #include <set>
@@ -18,6 +19,7 @@
 
 #include "custos/client/framing.h"
 #include "custos/service/audit_log.h"
+#include "custos/service/threads.h"
 #include "custos/v1/custos.pb.h"
 #include "request_info.h"
 #include "tls_socket.h"
@@ -172,7 +174,27 @@ struct Server::Impl {
   std::map<std::uint64_t, std::weak_ptr<Connection>> live;  // GUARDED_BY(mu)
 
   Impl(ServerOptions o, RequestHandler& h, Logger& l)
-      : opts(std::move(o)), handler(h), logger(l), pool(opts.workers) {}
+      : opts(std::move(o)), handler(h), logger(l), pool(opts.workers) {
+    NameWorkers();
+  }
+
+  // One naming task per worker: each waits for all the others, so no thread
+  // takes two.
+  void NameWorkers() {
+    auto all_named = std::make_shared<std::latch>(static_cast<std::ptrdiff_t>(opts.workers));
+    for (std::size_t i = 0; i < opts.workers; ++i) {
+      asio::post(pool, [all_named] {
+        (void)SetUpCurrentThread("custosd-hsm", ThreadScheduling::kNormal);
+        all_named->arrive_and_wait();
+      });
+    }
+  }
+
+  void SetUpIoThread(std::string_view name) {
+    if (auto r = SetUpCurrentThread(name, opts.io_scheduling); !r) {
+      LogLine(logger, LogLevel::kWarn, "thread_scheduling").Str("error", r.error());
+    }
+  }
 
   Result<void> SetUpTls();
   Result<void> Listen();
@@ -1003,8 +1025,12 @@ void Server::Run() {
   d.Accept();
   std::vector<std::thread> threads;
   for (std::size_t i = 1; i < d.opts.io_threads; ++i) {
-    threads.emplace_back([&d] { d.ioc.run(); });
+    threads.emplace_back([&d] {
+      d.SetUpIoThread("custosd-io");
+      d.ioc.run();
+    });
   }
+  d.SetUpIoThread("");  // the caller's thread keeps its name
   d.ioc.run();
   for (auto& t : threads) t.join();
   // Requests still with the workers finish (their responses have nowhere to

@@ -4,7 +4,12 @@
 // with OpenSC's pkcs11-tool.
 #include <gtest/gtest.h>
 
+#include <sched.h>
+
+#include <filesystem>
+#include <map>
 #include <regex>
+#include <sstream>
 #include <string>
 #include <vector>
 
@@ -12,6 +17,25 @@
 
 namespace custos::testing {
 namespace {
+
+// custosd's threads as the kernel sees them: name -> scheduling policies (one
+// per thread of that name), from /proc/PID/task/TID/stat (policy is field 41).
+std::multimap<std::string, int> ThreadsOf(pid_t pid) {
+  std::multimap<std::string, int> threads;
+  for (const auto& task :
+       std::filesystem::directory_iterator("/proc/" + std::to_string(pid) + "/task")) {
+    const std::string stat = ReadFile(task.path().string() + "/stat");
+    const auto open = stat.find('(');
+    const auto close = stat.rfind(')');
+    if (open == std::string::npos || close == std::string::npos) continue;
+    std::istringstream rest(stat.substr(close + 2));  // field 3 onwards
+    std::string field;
+    for (int i = 3; i <= 41 && rest >> field; ++i) {
+    }
+    threads.emplace(stat.substr(open + 1, close - open - 1), std::stoi(field));
+  }
+  return threads;
+}
 
 class E2eSign : public ::testing::Test {
  protected:
@@ -187,6 +211,55 @@ TEST_F(E2eSign, PrivateKeysOnTokenAreSensitiveAndNeverExtractable) {
   }
   EXPECT_GE(keys, 1) << r.out;
   EXPECT_TRUE(saw_inspect_me) << "label custos:inspect-me@1 not listed:\n" << r.out;
+}
+
+// docs/operations.md "Threads": the event loop and the audit writer run under
+// SCHED_BATCH by default, the HSM workers under the normal policy, and every
+// thread says what it is.
+TEST_F(E2eSign, ThreadsAreNamedAndOnlyNetworkAndAuditAreBatch) {
+  const auto threads = ThreadsOf(deployment_->pid());
+  std::string all;
+  for (const auto& [name, policy] : threads) all += name + ":" + std::to_string(policy) + " ";
+  ASSERT_EQ(threads.count("custosd"), 1u) << all;  // the main thread runs the event loop
+  EXPECT_EQ(threads.find("custosd")->second, SCHED_BATCH) << all;
+  ASSERT_EQ(threads.count("custosd-audit"), 1u) << all;
+  EXPECT_EQ(threads.find("custosd-audit")->second, SCHED_BATCH) << all;
+  EXPECT_GE(threads.count("custosd-hsm"), 1u) << all;
+  for (const auto& [name, policy] : threads) {
+    if (name != "custosd" && name != "custosd-audit") {
+      EXPECT_EQ(policy, SCHED_OTHER) << name << " in " << all;
+    }
+  }
+  EXPECT_NE(deployment_->log().find("\"io_scheduling\":\"batch\""), std::string::npos);
+}
+
+TEST(E2eSignThreads, NormalSchedulingOnRequestAndSigningStillVerifies) {
+  Deployment d;
+  ASSERT_TRUE(d.Start({"--server.io-scheduling", "normal", "--server.workers", "3"})) << d.log();
+  const auto threads = ThreadsOf(d.pid());
+  std::string all;
+  for (const auto& [name, policy] : threads) all += name + ":" + std::to_string(policy) + " ";
+  EXPECT_EQ(threads.count("custosd-hsm"), 3u) << all;
+  for (const auto& [name, policy] : threads)
+    EXPECT_EQ(policy, SCHED_OTHER) << name << " in " << all;
+
+  TempDir work;
+  WriteFile(work.path() + "/f", "normal scheduling\n");
+  ASSERT_EQ(
+      d.Custos("admin", {"keys", "create", "sched", "--type", "ec-p256", "--usage", "code-signing"})
+          .exit_code,
+      0);
+  CommandResult s = d.Custos("builder", {"sign", "--key", "sched", "--in", work.path() + "/f",
+                                         "--out", work.path() + "/f.sig"});
+  ASSERT_EQ(s.exit_code, 0) << s.out << s.err;
+  CommandResult pub =
+      d.Custos("builder", {"keys", "pubkey", "sched", "--out", work.path() + "/pub.pem"});
+  ASSERT_EQ(pub.exit_code, 0) << pub.out << pub.err;
+  CommandResult v = Exec({"openssl", "dgst", "-sha256", "-verify", work.path() + "/pub.pem",
+                          "-signature", work.path() + "/f.sig", work.path() + "/f"});
+  EXPECT_EQ(v.exit_code, 0) << v.out << v.err;
+  EXPECT_NE(v.out.find("Verified OK"), std::string::npos) << v.out;
+  EXPECT_EQ(d.Stop(), 0) << d.log();
 }
 
 }  // namespace

@@ -39,6 +39,7 @@ TEST(ConfigTest, MinimalFileGetsDefaults) {
   EXPECT_EQ(c.server.io_threads, 1u);
   EXPECT_EQ(c.server.drain_timeout.count(), 10000);
   EXPECT_EQ(c.server.log_level, LogLevel::kInfo);
+  EXPECT_EQ(c.server.io_scheduling, ThreadScheduling::kBatch);
   EXPECT_EQ(c.hsm.max_sessions, 8u);
   EXPECT_EQ(c.hsm.pin_file, "/etc/custos/pin");
   EXPECT_EQ(c.limits.max_connections, 1024u);
@@ -61,6 +62,7 @@ workers = 3
 io-threads = 2
 log-level = debug
 drain-timeout-ms = 250
+io-scheduling = normal
 [tls]
 crl = /etc/custos/clients.crl
 [hsm]
@@ -88,6 +90,7 @@ commit-delay-us = 0
   EXPECT_EQ(c.server.io_threads, 2u);
   EXPECT_EQ(c.server.log_level, LogLevel::kDebug);
   EXPECT_EQ(c.server.drain_timeout.count(), 250);
+  EXPECT_EQ(c.server.io_scheduling, ThreadScheduling::kNormal);
   EXPECT_EQ(c.tls.crl, "/etc/custos/clients.crl");
   EXPECT_EQ(c.hsm.max_sessions, 4u);
   EXPECT_EQ(c.hsm.module_env, (std::vector<std::string>{"SOFTHSM2_CONF=/tmp/a.conf", "OTHER=x=y"}));
@@ -187,6 +190,7 @@ INSTANTIATE_TEST_SUITE_P(
                     BadValue{"limits.max-frame-bytes", "99999999999", "limits.max-frame-bytes"},
                     BadValue{"limits.idle-timeout-ms", "0", "limits.idle-timeout-ms"},
                     BadValue{"server.log-level", "trace", "server.log-level"},
+                    BadValue{"server.io-scheduling", "fifo", "server.io-scheduling"},
                     BadValue{"server.listen", "7443", "host:port"},
                     BadValue{"server.listen", "localhost:70000", "host:port"},
                     BadValue{"hsm.module-env", "NOEQUALS", "NAME=VALUE"},

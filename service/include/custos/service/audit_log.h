@@ -58,6 +58,9 @@ struct AuditOptions {
   // up to this long for more before one write + fdatasync covers them all.
   // A record after a quiet spell is written at once. 0 disables the wait.
   std::chrono::microseconds commit_delay{300};
+  // The writer thread's policy (threads.h): custosd passes
+  // server.io-scheduling.
+  ThreadScheduling writer_scheduling = ThreadScheduling::kNormal;
 };
 
 struct CheckpointSignature {

@@ -19,6 +19,10 @@ namespace custos::service {
 enum class LogLevel { kDebug, kInfo, kWarn };
 std::string_view LogLevelName(LogLevel level);
 
+// Scheduling policy of the network and audit-writer threads (threads.h).
+enum class ThreadScheduling { kNormal, kBatch };
+std::string_view ThreadSchedulingName(ThreadScheduling scheduling);
+
 struct ServerConfig {
   std::string listen_host = "127.0.0.1";
   std::uint16_t listen_port = 7443;
@@ -28,6 +32,7 @@ struct ServerConfig {
   std::string policy;
   LogLevel log_level = LogLevel::kInfo;
   std::chrono::milliseconds drain_timeout{10000};
+  ThreadScheduling io_scheduling = ThreadScheduling::kBatch;
 };
 
 struct TlsConfig {

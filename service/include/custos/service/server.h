@@ -39,6 +39,9 @@ struct ServerOptions {
   std::uint16_t listen_port = 7443;  // 0: any free port (see Server::port())
   std::size_t io_threads = 1;
   std::size_t workers = 2;
+  // Run() sets the policy of the threads that run the event loop, the
+  // calling thread among them (threads.h); the workers stay normal.
+  ThreadScheduling io_scheduling = ThreadScheduling::kNormal;
   TlsConfig tls;
   LimitsConfig limits;
   std::chrono::milliseconds drain_timeout{10000};
