@@ -34,6 +34,8 @@ struct Options {
   int batch = 64;
   int batch_in_flight = 2;  // batches per connection
   bool spawn = false;
+  // --spawn: more custosd flags, e.g. "--server.io-scheduling=normal" for an A/B run.
+  std::vector<std::string> custosd_flags;
   bool json = false;
   double open_loop_rate = 0;  // default suite: adds an open-loop row at this rate
   // --suite full only.

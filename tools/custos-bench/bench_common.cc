@@ -125,6 +125,7 @@ Daemon SpawnDaemon(const Options& o, const std::vector<std::string>& extra) {
   const std::string log = o.dir + "/custos-bench-custosd.log";
   std::vector<std::string> args = {custosd, "--config", o.dir + "/custosd.conf", "--server.workers",
                                    std::to_string(o.threads)};
+  args.insert(args.end(), o.custosd_flags.begin(), o.custosd_flags.end());
   args.insert(args.end(), extra.begin(), extra.end());
   std::vector<char*> argv;
   for (auto& a : args) argv.push_back(a.data());
