@@ -233,10 +233,8 @@ Row RawSummary(const std::vector<Row>& windows) {
   }
   row.rate = sum / static_cast<double>(windows.size());
   row.raw_rate = row.rate;
-  AddNote(&row, "mean of " + std::to_string(windows.size()) +
-                    " windows, one before and after "
-                    "each service row: " +
-                    rates);
+  const std::string how = " windows, one before and after each service row: ";
+  AddNote(&row, "mean of " + std::to_string(windows.size()) + how + rates);
   return row;
 }
 

@@ -9,15 +9,15 @@
 
 namespace custos::service {
 
-// Names the calling thread (first 15 bytes; shown by `top -H`, `ps -L`;
-// an empty name keeps the current one, as the main thread must for
-// `pidof`/`killall custosd`) and
-// sets its Linux scheduling policy. kBatch (SCHED_BATCH, no privilege needed)
-// is for the threads that move bytes around the HSM workers, the network
-// event loop and the audit writer: their wake-ups then do not preempt a
-// worker in the middle of a signature; they run when a core frees up or at the
-// next scheduler tick, and find more work waiting (docs/BENCHMARKS.md). The
-// error names the call that failed; the name is set either way.
+// Names the calling thread (first 15 bytes; shown by `top -H`, `ps -L`) and
+// sets its Linux scheduling policy. An empty name keeps the current one, as
+// the main thread must for `pidof` and `killall custosd`. kBatch (SCHED_BATCH,
+// no privilege needed) is for the threads that move bytes around the HSM
+// workers, the network event loop and the audit writer: their wake-ups then
+// do not preempt a worker in the middle of a signature; they run when a core
+// frees up or at the next scheduler tick, and find more work waiting
+// (docs/BENCHMARKS.md, issue 7 third round). The error names the call that
+// failed; the name is set either way.
 Result<void> SetUpCurrentThread(std::string_view name, ThreadScheduling scheduling);
 
 }  // namespace custos::service
