@@ -66,7 +66,7 @@ void AddSettings(po::options_description& d) {
       "server.io-threads", s(), "network event-loop threads (default 1)")(
       "server.io-scheduling", s(),
       "batch | normal: Linux scheduling policy of the network and audit-writer threads "
-      "(default batch: their wake-ups do not preempt the HSM workers)")(
+      "(default batch: their wake-ups do not preempt the HSM workers; normal: as started)")(
       "server.state-dir", s(), "directory of the state store (custos.db)")(
       "server.policy", s(), "policy file (Protobuf text format)")(
       "server.log-level", s(), "debug | info | warn (default info)")(

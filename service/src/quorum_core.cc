@@ -735,7 +735,7 @@ Result<void> SigningCore::ResumeQuorum() {
 }
 
 void SigningCore::SweeperLoop() {
-  (void)SetUpCurrentThread("custosd-sweeper", ThreadScheduling::kNormal);  // the name only
+  NameCurrentThread("custosd-sweeper");
   std::unique_lock<std::mutex> lock(sweeper_mu_);
   while (!stopping_) {
     sweeper_cv_.wait_for(lock, limits_.quorum_sweep_interval, [this] { return stopping_; });

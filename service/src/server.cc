@@ -184,7 +184,7 @@ struct Server::Impl {
     auto all_named = std::make_shared<std::latch>(static_cast<std::ptrdiff_t>(opts.workers));
     for (std::size_t i = 0; i < opts.workers; ++i) {
       asio::post(pool, [all_named] {
-        (void)SetUpCurrentThread("custosd-hsm", ThreadScheduling::kNormal);
+        NameCurrentThread("custosd-hsm");
         all_named->arrive_and_wait();
       });
     }
